@@ -1,0 +1,10 @@
+// Package config is bastion's typed configuration tree: the YAML schema,
+// the defaults (Default, in one place), and Validate, which reports every
+// problem at once with its key path ("ldap.urls[1]: bad scheme").
+//
+// Each section lives in a file of its own (ssh.go, ldap.go, ...). Packages
+// receive only their own section. Secrets are never in the config text:
+// the config names files that hold them.
+//
+// This package must not import any other bastion package.
+package config
