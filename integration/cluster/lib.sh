@@ -1,0 +1,106 @@
+# shellcheck shell=bash
+# Shared by integration/cluster/up and integration/cluster/down: where things
+# live and how recorded processes are found. Sourced, never run.
+#
+# Environment:
+#   BASTION_CACHE_DIR    cache root (default: <repo>/.cache); the Kubernetes
+#                        binaries go to $BASTION_CACHE_DIR/kube/<version>/bin
+#   BASTION_CLUSTER_DIR  work directory: pids, logs, pki, kubeconfigs,
+#                        etcd data, containerd root/state, kubelet root
+#                        (default: /var/lib/bastion-test-cluster)
+#   BASTION_NODE_IP      this machine's own address for the node and the
+#                        API server's advertise address (default: the first
+#                        global IPv4 address)
+
+KUBE_VERSION=v1.37.2
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+CLUSTER_SRC=$REPO/integration/cluster
+CACHE_DIR=${BASTION_CACHE_DIR:-$REPO/.cache}/kube/$KUBE_VERSION
+WORK=${BASTION_CLUSTER_DIR:-/var/lib/bastion-test-cluster}
+LOCK_FILE=/run/lock/bastion-test-cluster.lock
+
+NODE_NAME=bastion-test-node
+BRIDGE=bastion0
+POD_SUBNET=10.244.0.0/24
+SERVICE_RANGE=10.96.0.0/12
+SHELL_IMAGE=bastion.test/shell:test
+PAUSE_IMAGE=bastion.test/pause:test
+
+PKI=$WORK/pki
+PIDS=$WORK/pids
+LOGS=$WORK/logs
+ADMIN_KUBECONFIG=$WORK/admin.kubeconfig
+CONTAINERD_SOCK=$WORK/containerd/containerd.sock
+
+# Components in start order; down stops them in reverse (containerd last,
+# after its containers are gone).
+COMPONENTS=(containerd etcd kube-apiserver kube-controller-manager kube-scheduler kubelet)
+
+# TCP ports the cluster listens on, and who uses them.
+declare -A PORTS=(
+	[2379]=etcd [2380]="etcd (peer)" [6443]=kube-apiserver
+	[10257]=kube-controller-manager [10259]=kube-scheduler
+	[10250]=kubelet [10248]="kubelet (healthz)"
+)
+
+# Paths the components create whatever their flags say. up records which of
+# them did not exist before it started; down removes only those.
+WELL_KNOWN_PATHS=(
+	/run/containerd /run/netns /var/lib/cni /var/lib/kubelet
+	/var/log/containers /var/log/pods /opt/containerd /etc/cni
+	/usr/libexec/kubernetes
+)
+
+# Kernel settings that the kubelet and the CNI bridge plugin change; up
+# records them and down puts them back.
+SYSCTLS=(
+	net/ipv4/ip_forward net/ipv6/conf/all/forwarding
+	vm/overcommit_memory vm/panic_on_oom kernel/panic kernel/panic_on_oops
+	kernel/keys/root_maxkeys kernel/keys/root_maxbytes
+)
+
+START_SECONDS=$SECONDS
+
+log() { printf '[%s %3ds] %s\n' "${0##*/}" "$((SECONDS - START_SECONDS))" "$*" >&2; }
+die() {
+	printf '%s: error: %s\n' "${0##*/}" "$*" >&2
+	exit 1
+}
+
+need_root() {
+	[[ $EUID -eq 0 ]] || die "must run as root: it starts containerd and the kubelet and changes mounts, cgroups and iptables"
+}
+
+# take_lock serialises up and down (and concurrent test binaries calling up).
+take_lock() {
+	mkdir -p "${LOCK_FILE%/*}"
+	exec 9>"$LOCK_FILE"
+	if ! flock -n 9; then
+		log "waiting for another integration/cluster/up or down to finish (lock $LOCK_FILE)"
+		flock -w 1800 9 || die "timed out waiting for the lock $LOCK_FILE"
+	fi
+}
+
+# pid_alive NAME: the PID recorded for NAME is running the recorded binary.
+pid_alive() {
+	local file=$PIDS/$1.pid pid exe actual
+	[[ -f $file ]] || return 1
+	read -r pid exe <"$file" || return 1
+	[[ -n $pid && -d /proc/$pid ]] || return 1
+	actual=$(readlink "/proc/$pid/exe" 2>/dev/null) || return 1
+	[[ ${actual% (deleted)} == "$exe" ]]
+}
+
+recorded_pid() {
+	local pid _
+	read -r pid _ <"$PIDS/$1.pid"
+	echo "$pid"
+}
+
+kubectl_admin() {
+	"$CACHE_DIR/bin/kubectl" --kubeconfig "$ADMIN_KUBECONFIG" --request-timeout=5s "$@"
+}
+
+ctr_k8s() {
+	ctr --address "$CONTAINERD_SOCK" --namespace k8s.io "$@"
+}
