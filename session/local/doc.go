@@ -1,0 +1,9 @@
+// Package local is the embedded default backend: each session is a process
+// on this host, started under a pseudo-terminal (github.com/creack/pty)
+// when the client asked for one and with pipes otherwise.
+//
+// When bastion runs as root, processes run with the account's uid, gid
+// and supplementary groups; otherwise they run as bastion's own user.
+// Forwarded connections are dialled from this host. It must not know
+// about SSH; it only implements session.Backend.
+package local

@@ -1,0 +1,194 @@
+package local
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/creack/pty"
+	"golang.org/x/sys/unix"
+
+	"github.com/bastion-ssh/bastion/session"
+)
+
+func (b *Backend) runPTY(ctx context.Context, cmd *exec.Cmd, r session.Request) (session.ExitStatus, error) {
+	defer r.Stdin.Close()
+	master, tty, err := openPTY()
+	if err != nil {
+		return session.ExitStatus{}, err
+	}
+	defer master.Close()
+	setSize(master, r.TTY.Size)
+	applyModes(tty, r.TTY.Modes)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = tty, tty, tty
+	cmd.SysProcAttr.Setctty = true
+	cmd.SysProcAttr.Ctty = 0
+	err = cmd.Start()
+	tty.Close()
+	if err != nil {
+		return session.ExitStatus{}, startError(cmd, err)
+	}
+
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	wg.Add(3)
+	go func() {
+		defer wg.Done()
+		copyBuffered(master, r.Stdin)
+	}()
+	outDone := make(chan struct{})
+	go func() {
+		defer wg.Done()
+		defer close(outDone)
+		copyBuffered(r.Stdout, master) // ends with EIO once every slave fd is closed
+	}()
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			case ws, ok := <-r.TTY.Resize:
+				if !ok {
+					return
+				}
+				setSize(master, ws)
+			}
+		}
+	}()
+
+	st, err := b.supervise(ctx, cmd, r.Signals)
+	// Drain what the process wrote before it exited; a background job
+	// still holding the terminal does not keep the session open.
+	select {
+	case <-outDone:
+	case <-time.After(drainAfterExit):
+	case <-ctx.Done():
+	}
+	master.SetReadDeadline(time.Now())
+	master.SetWriteDeadline(time.Now())
+	r.Stdin.Close()
+	close(stop)
+	wg.Wait()
+	return st, err
+}
+
+// openPTY opens a pty pair and makes the master non-blocking, so that
+// reads and writes on it honour deadlines and never pin a thread.
+func openPTY() (master, tty *os.File, err error) {
+	m, t, err := pty.Open()
+	if err != nil {
+		return nil, nil, fmt.Errorf("open pty: %w", err)
+	}
+	raw, err := m.SyscallConn()
+	if err != nil {
+		m.Close()
+		t.Close()
+		return nil, nil, fmt.Errorf("pty fd: %w", err)
+	}
+	var dup int
+	var derr error
+	cerr := raw.Control(func(fd uintptr) {
+		dup, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
+	})
+	m.Close()
+	if cerr != nil || derr != nil {
+		t.Close()
+		return nil, nil, fmt.Errorf("dup pty: %w", errors.Join(cerr, derr))
+	}
+	if err := unix.SetNonblock(dup, true); err != nil {
+		unix.Close(dup)
+		t.Close()
+		return nil, nil, fmt.Errorf("pty nonblock: %w", err)
+	}
+	return os.NewFile(uintptr(dup), "/dev/ptmx"), t, nil
+}
+
+func setSize(master *os.File, ws session.WindowSize) {
+	if ws.Cols == 0 || ws.Rows == 0 {
+		return
+	}
+	_ = pty.Setsize(master, &pty.Winsize{Cols: ws.Cols, Rows: ws.Rows})
+}
+
+// RFC 4254 section 8 opcodes we apply to the terminal.
+var modeChars = map[uint8]int{
+	1: unix.VINTR, 2: unix.VQUIT, 3: unix.VERASE, 4: unix.VKILL, 5: unix.VEOF,
+	6: unix.VEOL, 7: unix.VEOL2, 8: unix.VSTART, 9: unix.VSTOP, 10: unix.VSUSP,
+	12: unix.VREPRINT, 13: unix.VWERASE, 14: unix.VLNEXT,
+}
+
+var modeFlags = []struct {
+	op   uint8
+	bit  uint32
+	kind int // 0 iflag, 1 lflag, 2 oflag
+}{
+	{op: 30, bit: unix.IGNPAR}, {op: 31, bit: unix.PARMRK}, {op: 32, bit: unix.INPCK},
+	{op: 33, bit: unix.ISTRIP}, {op: 34, bit: unix.INLCR}, {op: 35, bit: unix.IGNCR},
+	{op: 36, bit: unix.ICRNL}, {op: 37, bit: unix.IUCLC}, {op: 38, bit: unix.IXON},
+	{op: 39, bit: unix.IXANY}, {op: 40, bit: unix.IXOFF}, {op: 41, bit: unix.IMAXBEL},
+	{op: 42, bit: unix.IUTF8},
+	{op: 50, bit: unix.ISIG, kind: 1}, {op: 51, bit: unix.ICANON, kind: 1},
+	{op: 53, bit: unix.ECHO, kind: 1}, {op: 54, bit: unix.ECHOE, kind: 1},
+	{op: 55, bit: unix.ECHOK, kind: 1}, {op: 56, bit: unix.ECHONL, kind: 1},
+	{op: 57, bit: unix.NOFLSH, kind: 1}, {op: 58, bit: unix.TOSTOP, kind: 1},
+	{op: 59, bit: unix.IEXTEN, kind: 1}, {op: 60, bit: unix.ECHOCTL, kind: 1},
+	{op: 61, bit: unix.ECHOKE, kind: 1}, {op: 62, bit: unix.PENDIN, kind: 1},
+	{op: 70, bit: unix.OPOST, kind: 2}, {op: 71, bit: unix.OLCUC, kind: 2},
+	{op: 72, bit: unix.ONLCR, kind: 2}, {op: 73, bit: unix.OCRNL, kind: 2},
+	{op: 74, bit: unix.ONOCR, kind: 2}, {op: 75, bit: unix.ONLRET, kind: 2},
+}
+
+// applyModes applies the client's terminal modes, as sshd does, so that
+// e.g. the erase character matches the client's keyboard.
+func applyModes(tty *os.File, modes map[uint8]uint32) {
+	if len(modes) == 0 {
+		return
+	}
+	t, err := unix.IoctlGetTermios(int(tty.Fd()), unix.TCGETS)
+	if err != nil {
+		return
+	}
+	for op, idx := range modeChars {
+		if v, ok := modes[op]; ok {
+			t.Cc[idx] = uint8(v)
+		}
+	}
+	for _, m := range modeFlags {
+		v, ok := modes[m.op]
+		if !ok {
+			continue
+		}
+		f := &t.Iflag
+		switch m.kind {
+		case 1:
+			f = &t.Lflag
+		case 2:
+			f = &t.Oflag
+		}
+		if v != 0 {
+			*f |= m.bit
+		} else {
+			*f &^= m.bit
+		}
+	}
+	_ = unix.IoctlSetTermios(int(tty.Fd()), unix.TCSETS, t)
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 32*1024); return &b }}
+
+// copyBuffered copies src to dst with a pooled buffer until either side
+// fails. Errors end the copy; the caller decides what they mean.
+func copyBuffered(dst io.Writer, src io.Reader) {
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	_, _ = io.CopyBuffer(struct{ io.Writer }{dst}, struct{ io.Reader }{src}, *bp)
+}
+
+func unixSignalName(s syscall.Signal) string { return unix.SignalName(s) }

@@ -1,0 +1,108 @@
+package session
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+
+	"github.com/bastion-ssh/bastion/auth"
+)
+
+// WindowSize is a terminal size in characters.
+type WindowSize struct {
+	Cols, Rows uint16
+}
+
+// TTY describes the pseudo-terminal a session asked for.
+type TTY struct {
+	Term string
+	Size WindowSize
+	// Resize delivers window changes; the backend stops reading it when
+	// Run returns. The sender must never block on it (use a buffered
+	// channel and drop stale sizes).
+	Resize <-chan WindowSize
+	// Modes are the RFC 4254 terminal modes (opcode → value).
+	Modes map[uint8]uint32
+}
+
+// Signal is a POSIX signal name without the SIG prefix ("INT", "TERM").
+type Signal string
+
+// Request is one process to run.
+type Request struct {
+	// User is the person who authenticated.
+	User *auth.User
+	// Account is the identity the process runs as: the user's own
+	// account, or a tool account after become / user+tool.
+	Account auth.Account
+	// Command is run by the account's shell with -c; empty means an
+	// interactive login shell.
+	Command string
+	// Env holds extra variables (TERM, LANG, SSH_CONNECTION, ...); the
+	// backend sets HOME, USER, LOGNAME, SHELL and PATH itself.
+	Env map[string]string
+	// TTY is nil when no pty was requested.
+	TTY *TTY
+	// Signals delivers signals to the process; may be nil.
+	Signals <-chan Signal
+
+	// Stdin is the process's input. The backend closes it once the
+	// process has exited, so that a Read still pending returns; the
+	// caller must therefore hand over a reader whose Close interrupts a
+	// blocked Read (an io.Pipe, for instance).
+	Stdin  io.ReadCloser
+	Stdout io.Writer
+	// Stderr is ignored when TTY is set (the pty merges the streams).
+	Stderr io.Writer
+}
+
+// ExitStatus is how a process ended.
+type ExitStatus struct {
+	// Code is the exit status when Signal is empty.
+	Code int
+	// Signal is set when the process was killed by a signal.
+	Signal     Signal
+	CoreDumped bool
+}
+
+// Backend runs processes and dials connections for accounts.
+type Backend interface {
+	// Run starts the process, streams until it exits and its output is
+	// drained, and reports how it ended. Cancelling ctx kills the
+	// process. Run returns an error only if the process could not be
+	// started or supervised; errors meant for the user are UserErrors.
+	Run(ctx context.Context, r Request) (ExitStatus, error)
+	// Dial opens a connection to address on behalf of r.Account (ssh -L).
+	// The caller has already applied the forwarding policy.
+	Dial(ctx context.Context, r Request, network, address string) (net.Conn, error)
+}
+
+// UserError is an error whose message is meant for the SSH user: one
+// line saying what went wrong and what to do.
+type UserError struct {
+	Msg string
+	Err error // the detail for the log; may be nil
+}
+
+func (e *UserError) Error() string {
+	if e.Err == nil {
+		return e.Msg
+	}
+	return e.Msg + ": " + e.Err.Error()
+}
+
+func (e *UserError) Unwrap() error { return e.Err }
+
+// UserErrorf wraps err with a message for the user.
+func UserErrorf(err error, msg string) error { return &UserError{Msg: msg, Err: err} }
+
+// UserMessage returns the user-facing line for err, and whether err
+// carried one.
+func UserMessage(err error) (string, bool) {
+	var ue *UserError
+	if errors.As(err, &ue) {
+		return ue.Msg, true
+	}
+	return "", false
+}

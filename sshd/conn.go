@@ -1,0 +1,371 @@
+package sshd
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/bastion-ssh/bastion/auth"
+)
+
+// lookupTimeout bounds one directory lookup during authentication.
+const lookupTimeout = 10 * time.Second
+
+// closeGrace is how long sessions get to print why they end before the
+// transport is closed under them.
+const closeGrace = 2 * time.Second
+
+var errDenied = errors.New("permission denied")
+
+// conn is one client connection and the root of its goroutine tree.
+type conn struct {
+	srv *Server
+	nc  net.Conn
+	src netip.Addr
+	st  *settings // settings at connect time
+	id  string
+	log *slog.Logger
+
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+
+	// Set during authentication (by the callback, one goroutine).
+	login   auth.Login
+	user    *auth.User
+	userErr error
+
+	sc *ssh.ServerConn
+
+	lastActivity atomic.Int64 // unix nanoseconds
+	bytesIn      atomic.Int64
+	bytesOut     atomic.Int64
+
+	mu           sync.Mutex
+	closed       bool
+	sessions     map[*sessionChan]struct{}
+	channels     int
+	noMoreSess   bool
+	wg           sync.WaitGroup // channel handlers and helpers
+	sessionsDone chan struct{}  // closed when sessions reach 0 after close
+	missedAlive  atomic.Int32
+}
+
+func newConn(s *Server, nc net.Conn, src netip.Addr, st *settings) *conn {
+	id := fmt.Sprintf("%06x", s.seq.Add(1))
+	return &conn{
+		srv:      s,
+		nc:       nc,
+		src:      src,
+		st:       st,
+		id:       id,
+		log:      s.log.With("conn", id, "remote", nc.RemoteAddr().String()),
+		sessions: make(map[*sessionChan]struct{}),
+	}
+}
+
+func (c *conn) touch() { c.lastActivity.Store(time.Now().UnixNano()) }
+
+// serve runs the connection until the transport closes.
+func (c *conn) serve(parent context.Context) {
+	c.ctx, c.cancel = context.WithCancelCause(parent)
+	defer c.cancel(errors.New("connection closed"))
+	defer c.nc.Close()
+
+	lim := c.st.Limits
+	_ = c.nc.SetDeadline(time.Now().Add(lim.LoginGraceTime))
+	sc, chans, reqs, err := ssh.NewServerConn(c.nc, c.serverConfig())
+	c.srv.authenticated() // no longer counts against max_startups
+	if err != nil {
+		c.logHandshakeError(err)
+		return
+	}
+	_ = c.nc.SetDeadline(time.Time{})
+	c.sc = sc
+	defer sc.Close()
+	fp := sc.Permissions.Extensions["fp"]
+	c.log = c.log.With("user", sc.User())
+	c.log.Info("login", "fingerprint", fp, "account", c.accountName(), "client", string(sc.ClientVersion()))
+	c.touch()
+
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		c.globalRequests(reqs)
+	}()
+	stopTimers := c.startTimers()
+	closerDone := make(chan struct{})
+	stopCloser := context.AfterFunc(c.ctx, func() {
+		defer close(closerDone)
+		c.closeAfterSessions()
+	})
+
+	for nch := range chans {
+		c.dispatch(nch)
+	}
+	c.cancel(errors.New("connection closed"))
+	stopTimers()
+	if !stopCloser() {
+		<-closerDone
+	}
+	c.wg.Wait()
+	c.log.Info("disconnect", "bytes_in", c.bytesIn.Load(), "bytes_out", c.bytesOut.Load())
+}
+
+func (c *conn) accountName() string {
+	if c.login.Tool != "" {
+		return c.login.Tool
+	}
+	return c.login.User
+}
+
+func (c *conn) logHandshakeError(err error) {
+	var ne net.Error
+	switch {
+	case errors.As(err, &ne) && ne.Timeout():
+		c.log.Info("login grace time exceeded", "limit", c.st.Limits.LoginGraceTime)
+	case c.userErr != nil:
+		c.log.Info("authentication failed", "user", c.login.User, "err", c.userErr)
+	default:
+		c.log.Debug("handshake failed", "err", err)
+	}
+}
+
+// closeAfterSessions runs when the connection's context is cancelled:
+// sessions (cancelled with it) get a moment to tell their users why,
+// then the transport is closed.
+func (c *conn) closeAfterSessions() {
+	c.mu.Lock()
+	c.closed = true
+	if len(c.sessions) > 0 {
+		c.sessionsDone = make(chan struct{})
+	}
+	done := c.sessionsDone
+	c.mu.Unlock()
+	if done != nil {
+		t := time.NewTimer(closeGrace)
+		select {
+		case <-done:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+	if c.sc != nil {
+		c.sc.Close()
+	}
+}
+
+// notify writes msg to every open session of the connection.
+func (c *conn) notify(msg string) {
+	c.mu.Lock()
+	ss := make([]*sessionChan, 0, len(c.sessions))
+	for s := range c.sessions {
+		ss = append(ss, s)
+	}
+	c.mu.Unlock()
+	for _, s := range ss {
+		s.tell(msg)
+	}
+}
+
+func (c *conn) serverConfig() *ssh.ServerConfig {
+	st := c.st
+	cfg := &ssh.ServerConfig{
+		Config: ssh.Config{
+			KeyExchanges: []string{ssh.KeyExchangeMLKEM768X25519, ssh.KeyExchangeCurve25519, "curve25519-sha256@libssh.org"},
+			Ciphers:      []string{ssh.CipherAES128GCM, ssh.CipherAES256GCM, ssh.CipherChaCha20Poly1305},
+			MACs:         []string{ssh.HMACSHA256ETM, ssh.HMACSHA512ETM},
+		},
+		MaxAuthTries:      st.Limits.MaxAuthTries,
+		ServerVersion:     "SSH-2.0-bastion",
+		PublicKeyCallback: c.publicKey,
+	}
+	if st.SSH.Banner != "" {
+		banner := st.SSH.Banner
+		cfg.BannerCallback = func(ssh.ConnMetadata) string { return banner }
+	}
+	for _, k := range st.HostKeys.signers {
+		cfg.AddHostKey(k)
+	}
+	return cfg
+}
+
+// publicKey is the only authentication method. An unknown user and a
+// wrong key take the same path and get the same answer.
+func (c *conn) publicKey(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
+	fp := ssh.FingerprintSHA256(key)
+	login, err := auth.ParseLogin(meta.User())
+	if err != nil {
+		c.userErr = fmt.Errorf("invalid user name %q: %w", meta.User(), err)
+		return nil, errDenied
+	}
+	if c.user == nil || c.login.User != login.User {
+		ctx, cancel := context.WithTimeout(c.ctx, lookupTimeout)
+		u, err := c.srv.dir.LookupUser(ctx, login.User)
+		cancel()
+		if err != nil {
+			c.userErr = fmt.Errorf("lookup %s: %w", login.User, err)
+			c.log.Info("authentication failed", "user", login.User, "fingerprint", fp, "reason", err.Error())
+			if errors.Is(err, auth.ErrUnavailable) || errors.Is(err, auth.ErrBlocked) {
+				return nil, &ssh.BannerError{Err: err, Message: "bastion: " + auth.UserMessage(err) + "\r\n"}
+			}
+			return nil, errDenied
+		}
+		c.user = u
+	}
+	c.login = login
+	wire := key.Marshal()
+	for _, k := range c.user.Keys {
+		if bytes.Equal(k.Marshal(), wire) {
+			return &ssh.Permissions{Extensions: map[string]string{"fp": fp}}, nil
+		}
+	}
+	c.userErr = fmt.Errorf("key %s is not one of %s's keys", fp, login.User)
+	c.log.Info("authentication failed", "user", login.User, "fingerprint", fp, "reason", "key not authorized")
+	return nil, errDenied
+}
+
+// globalRequests answers connection-level requests: remote forwarding
+// (-R) is refused, keepalives are acknowledged.
+func (c *conn) globalRequests(reqs <-chan *ssh.Request) {
+	for req := range reqs {
+		c.touch()
+		switch req.Type {
+		case "tcpip-forward", "streamlocal-forward@openssh.com":
+			c.log.Info("remote forwarding refused", "type", req.Type)
+			_ = req.Reply(false, nil)
+		case "no-more-sessions@openssh.com":
+			c.mu.Lock()
+			c.noMoreSess = true
+			c.mu.Unlock()
+		default:
+			if req.WantReply {
+				_ = req.Reply(false, nil)
+			}
+		}
+	}
+}
+
+// startTimers arms keepalive, idle and max-duration timers. They use
+// time.AfterFunc, so an idle connection costs no goroutine for them.
+func (c *conn) startTimers() (stop func()) {
+	lim := c.st.Limits
+	var timers []*time.Timer
+	var tmu sync.Mutex
+	add := func(t *time.Timer) {
+		tmu.Lock()
+		timers = append(timers, t)
+		tmu.Unlock()
+	}
+	if lim.MaxSessionDuration > 0 {
+		add(time.AfterFunc(lim.MaxSessionDuration, func() {
+			c.cancel(userCause(fmt.Sprintf("maximum session duration of %s reached; log in again to continue", lim.MaxSessionDuration)))
+		}))
+	}
+	if lim.IdleTimeout > 0 {
+		var t *time.Timer
+		t = time.AfterFunc(lim.IdleTimeout, func() {
+			idle := time.Since(time.Unix(0, c.lastActivity.Load()))
+			if idle >= lim.IdleTimeout {
+				c.cancel(userCause(fmt.Sprintf("idle timeout: no input or output for %s", lim.IdleTimeout)))
+				return
+			}
+			t.Reset(lim.IdleTimeout - idle)
+		})
+		add(t)
+	}
+	if lim.KeepaliveInterval > 0 {
+		var t *time.Timer
+		t = time.AfterFunc(lim.KeepaliveInterval, func() {
+			if int(c.missedAlive.Load()) >= lim.KeepaliveCountMax {
+				c.log.Info("client stopped answering keepalives", "missed", lim.KeepaliveCountMax)
+				c.cancel(userCause("the connection stopped answering keepalives"))
+				return
+			}
+			c.missedAlive.Add(1)
+			if c.goTracked(func() {
+				if _, _, err := c.sc.SendRequest("keepalive@openssh.com", true, nil); err == nil {
+					c.missedAlive.Store(0)
+				}
+			}) {
+				t.Reset(lim.KeepaliveInterval)
+			}
+		})
+		add(t)
+	}
+	return func() {
+		tmu.Lock()
+		defer tmu.Unlock()
+		for _, t := range timers {
+			t.Stop()
+		}
+	}
+}
+
+// goTracked starts f as a goroutine owned by the connection, unless the
+// connection is closing.
+func (c *conn) goTracked(f func()) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed || c.ctx.Err() != nil {
+		return false
+	}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		f()
+	}()
+	return true
+}
+
+// dispatch starts a handler for a new channel, or rejects it.
+func (c *conn) dispatch(nch ssh.NewChannel) {
+	c.touch()
+	lim := c.st.Limits
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		_ = nch.Reject(ssh.ResourceShortage, "connection is closing")
+		return
+	}
+	if c.channels >= lim.MaxChannelsPerConn {
+		c.mu.Unlock()
+		c.log.Warn("channel refused", "type", nch.ChannelType(), "reason", "max_channels_per_conn")
+		_ = nch.Reject(ssh.ResourceShortage, fmt.Sprintf("too many open channels on this connection (limit %d)", lim.MaxChannelsPerConn))
+		return
+	}
+	c.channels++
+	c.wg.Add(1)
+	c.mu.Unlock()
+
+	release := func() {
+		c.mu.Lock()
+		c.channels--
+		c.mu.Unlock()
+		c.wg.Done()
+	}
+	switch nch.ChannelType() {
+	case "session":
+		go func() {
+			defer release()
+			c.handleSession(nch)
+		}()
+	case "direct-tcpip":
+		go func() {
+			defer release()
+			c.handleDirectTCPIP(nch)
+		}()
+	default:
+		release()
+		c.log.Info("channel refused", "type", nch.ChannelType(), "reason", "unsupported")
+		_ = nch.Reject(ssh.UnknownChannelType, "bastion does not support "+nch.ChannelType()+" channels")
+	}
+}

@@ -1,0 +1,180 @@
+package sshd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/bastion-ssh/bastion/config"
+	"github.com/bastion-ssh/bastion/session"
+)
+
+// dialTimeout bounds connecting a forwarded channel.
+const dialTimeout = 10 * time.Second
+
+// handleDirectTCPIP serves `ssh -L`: a destination the policy allows is
+// dialled through the backend and bytes are copied both ways.
+func (c *conn) handleDirectTCPIP(nch ssh.NewChannel) {
+	m, err := parseDirectTCPIP(nch.ExtraData())
+	if err != nil {
+		_ = nch.Reject(ssh.ConnectionFailed, "malformed forwarding request")
+		return
+	}
+	dest := net.JoinHostPort(m.Host, strconv.Itoa(int(m.Port)))
+	log := c.log.With("kind", "forward", "destination", dest)
+	if c.login.Tool != "" {
+		// A tool login forwards as the tool; keep the same policy.
+		log = log.With("account", c.login.Tool)
+	}
+	addr, err := allowForward(c.ctx, c.st.rules, m.Host, m.Port)
+	if err != nil {
+		log.Warn("forward denied", "reason", err.Error())
+		_ = nch.Reject(ssh.Prohibited, "bastion: forwarding to "+dest+" is not allowed: "+err.Error())
+		return
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, dialTimeout)
+	req := session.Request{User: c.user, Account: c.user.Account}
+	upstream, err := c.srv.backend.Dial(ctx, req, "tcp", addr)
+	cancel()
+	if err != nil {
+		log.Warn("forward failed", "err", err)
+		msg := "bastion: cannot connect to " + dest
+		if um, ok := session.UserMessage(err); ok {
+			msg = "bastion: " + um
+		}
+		_ = nch.Reject(ssh.ConnectionFailed, msg)
+		return
+	}
+	ch, reqs, err := nch.Accept()
+	if err != nil {
+		upstream.Close()
+		return
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		ssh.DiscardRequests(reqs) // ends when ch closes
+	}()
+	log.Info("forward open")
+	start := time.Now()
+	in, out := c.splice(ch, upstream)
+	wg.Wait()
+	log.Info("forward close", "bytes_in", in, "bytes_out", out, "duration", time.Since(start).Round(time.Millisecond))
+}
+
+// splice copies both ways with half-closes, and returns when both
+// directions are done or the connection is cancelled.
+func (c *conn) splice(ch ssh.Channel, upstream net.Conn) (in, out int64) {
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		in = c.copyCounted(upstream, ch, &c.bytesIn)
+		if cw, ok := upstream.(interface{ CloseWrite() error }); ok {
+			_ = cw.CloseWrite()
+		} else {
+			upstream.Close()
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		out = c.copyCounted(ch, upstream, &c.bytesOut)
+		_ = ch.CloseWrite()
+	}()
+	done := make(chan struct{})
+	stop := context.AfterFunc(c.ctx, func() {
+		upstream.Close()
+		ch.Close()
+	})
+	go func() { wg.Wait(); close(done) }()
+	<-done
+	stop()
+	upstream.Close()
+	ch.Close()
+	return in, out
+}
+
+func (c *conn) copyCounted(dst io.Writer, src io.Reader, n interface{ Add(int64) int64 }) int64 {
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	buf := *bp
+	var total int64
+	for {
+		nr, err := src.Read(buf)
+		if nr > 0 {
+			c.touch()
+			nw, werr := dst.Write(buf[:nr])
+			total += int64(nw)
+			n.Add(int64(nw))
+			if werr != nil {
+				return total
+			}
+		}
+		if err != nil {
+			return total
+		}
+	}
+}
+
+// allowForward applies the forwarding policy and returns the address to
+// dial. Host names matched only by an IP rule are resolved here, and the
+// resolved, checked address is dialled (no second lookup to race).
+func allowForward(ctx context.Context, rules []config.ForwardRule, host string, port uint32) (string, error) {
+	if port == 0 || port > 65535 {
+		return "", fmt.Errorf("port %d is out of range", port)
+	}
+	p := uint16(port)
+	if len(rules) == 0 {
+		return "", errors.New("port forwarding is disabled on this server")
+	}
+	if ip, err := netip.ParseAddr(host); err == nil {
+		for _, r := range rules {
+			if r.MatchPort(p) && r.MatchIP(ip) {
+				return net.JoinHostPort(ip.Unmap().String(), strconv.Itoa(int(p))), nil
+			}
+		}
+		return "", errors.New("destination not in the allow list (forwarding.allow)")
+	}
+	for _, r := range rules {
+		if r.MatchPort(p) && r.MatchName(host) {
+			return net.JoinHostPort(host, strconv.Itoa(int(p))), nil
+		}
+	}
+	hasIPRule := false
+	for _, r := range rules {
+		if r.Prefix.IsValid() && r.MatchPort(p) {
+			hasIPRule = true
+		}
+	}
+	if !hasIPRule {
+		return "", errors.New("destination not in the allow list (forwarding.allow)")
+	}
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	ips, err := net.DefaultResolver.LookupNetIP(rctx, "ip", host)
+	if err != nil || len(ips) == 0 {
+		return "", fmt.Errorf("cannot resolve %s", host)
+	}
+	for _, ip := range ips {
+		ok := false
+		for _, r := range rules {
+			if r.MatchPort(p) && r.MatchIP(ip) {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			return "", fmt.Errorf("%s resolves to %s, which is not in the allow list", host, ip)
+		}
+	}
+	return net.JoinHostPort(ips[0].Unmap().String(), strconv.Itoa(int(p))), nil
+}

@@ -1,0 +1,399 @@
+package sshd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/bastion-ssh/bastion/auth"
+	"github.com/bastion-ssh/bastion/session"
+)
+
+// sessionChan is one "session" channel: a shell, a command or a subsystem.
+type sessionChan struct {
+	c   *conn
+	ch  ssh.Channel
+	log *slog.Logger
+
+	// Set by the request loop before the process starts.
+	tty     *session.TTY
+	env     map[string]string
+	resize  chan session.WindowSize
+	signals chan session.Signal
+
+	isPTY   bool
+	writeMu sync.Mutex // serializes tell with itself
+}
+
+func (c *conn) handleSession(nch ssh.NewChannel) {
+	lim := c.st.Limits
+	c.mu.Lock()
+	nsess := len(c.sessions)
+	noMore := c.noMoreSess
+	c.mu.Unlock()
+	switch {
+	case noMore:
+		_ = nch.Reject(ssh.Prohibited, "no more sessions on this connection")
+		return
+	case nsess >= lim.MaxSessionsPerConn:
+		c.log.Warn("session refused", "reason", "max_sessions_per_conn", "limit", lim.MaxSessionsPerConn)
+		_ = nch.Reject(ssh.ResourceShortage, fmt.Sprintf("too many sessions on this connection (limit %d)", lim.MaxSessionsPerConn))
+		return
+	}
+	if !c.srv.acquireUserSession(c.login.User, lim.MaxSessionsPerUser) {
+		c.log.Warn("session refused", "reason", "max_sessions_per_user", "limit", lim.MaxSessionsPerUser)
+		_ = nch.Reject(ssh.ResourceShortage, fmt.Sprintf("%s has too many open sessions (limit %d); close some and try again", c.login.User, lim.MaxSessionsPerUser))
+		return
+	}
+	defer c.srv.releaseUserSession(c.login.User)
+
+	ch, reqs, err := nch.Accept()
+	if err != nil {
+		c.log.Debug("accept session", "err", err)
+		return
+	}
+	s := &sessionChan{
+		c:   c,
+		ch:  ch,
+		log: c.log,
+		env: make(map[string]string),
+	}
+	c.mu.Lock()
+	c.sessions[s] = struct{}{}
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		delete(c.sessions, s)
+		if c.sessionsDone != nil && len(c.sessions) == 0 {
+			close(c.sessionsDone)
+			c.sessionsDone = nil
+		}
+		c.mu.Unlock()
+	}()
+
+	ctx, cancel := context.WithCancelCause(c.ctx)
+	defer cancel(errors.New("session closed"))
+	var wg sync.WaitGroup
+	started := false
+	for req := range reqs {
+		c.touch()
+		ok := false
+		switch req.Type {
+		case "pty-req":
+			if started || s.tty != nil {
+				break
+			}
+			p, err := parsePtyRequest(req.Payload)
+			if err != nil {
+				s.log.Info("bad pty-req", "err", err)
+				break
+			}
+			s.tty = &p
+			s.isPTY = true
+			ok = true
+		case "env":
+			name, value, err := parseEnvRequest(req.Payload)
+			if err == nil && !started && acceptEnv(name) {
+				s.env[name] = value
+				ok = true
+			}
+		case "window-change":
+			if s.tty == nil {
+				break
+			}
+			ws, err := parseWindowChange(req.Payload)
+			if err != nil {
+				break
+			}
+			if !started {
+				s.tty.Size = ws
+			} else {
+				s.sendResize(ws)
+			}
+			ok = true
+		case "signal":
+			name, err := parseSignal(req.Payload)
+			if err == nil && started {
+				select {
+				case s.signals <- session.Signal(name):
+					ok = true
+				default:
+				}
+			}
+		case "shell", "exec", "subsystem":
+			if started {
+				break
+			}
+			kind, command, err := s.command(req.Type, req.Payload)
+			if err != nil {
+				s.log.Info("session request refused", "type", req.Type, "err", err)
+				break
+			}
+			started, ok = true, true
+			s.resize = make(chan session.WindowSize, 1)
+			s.signals = make(chan session.Signal, 4)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				s.run(ctx, kind, command)
+			}()
+		case "x11-req":
+			s.log.Info("x11 forwarding refused")
+		case "auth-agent-req@openssh.com":
+			s.log.Info("agent forwarding refused")
+		}
+		if req.WantReply {
+			_ = req.Reply(ok, nil)
+		}
+	}
+	cancel(errors.New("session channel closed"))
+	wg.Wait()
+}
+
+func (s *sessionChan) sendResize(ws session.WindowSize) {
+	for {
+		select {
+		case s.resize <- ws:
+			return
+		default:
+		}
+		select { // drop the stale size
+		case <-s.resize:
+		default:
+		}
+	}
+}
+
+// command turns a shell/exec/subsystem request into a session kind and a
+// command line ("" for a login shell).
+func (s *sessionChan) command(typ string, payload []byte) (kind, command string, err error) {
+	switch typ {
+	case "shell":
+		return "shell", "", nil
+	case "exec":
+		cmd, err := parseString(payload)
+		if err != nil {
+			return "", "", err
+		}
+		return commandKind(cmd), cmd, nil
+	default:
+		name, err := parseString(payload)
+		if err != nil {
+			return "", "", err
+		}
+		if name != "sftp" {
+			return "", "", fmt.Errorf("unknown subsystem %q", name)
+		}
+		return "sftp", s.c.st.SSH.SFTPServer, nil
+	}
+}
+
+func commandKind(cmd string) string {
+	switch {
+	case strings.HasPrefix(cmd, "scp "):
+		return "scp"
+	case strings.HasPrefix(cmd, "rsync --server"):
+		return "rsync"
+	case cmd == "become" || strings.HasPrefix(cmd, "become "):
+		return "become"
+	default:
+		return "exec"
+	}
+}
+
+// acceptEnv is OpenSSH's default AcceptEnv on Debian: LANG and LC_*.
+func acceptEnv(name string) bool {
+	return name == "LANG" || strings.HasPrefix(name, "LC_")
+}
+
+// tell writes a one-line message from bastion to the session's user.
+func (s *sessionChan) tell(msg string) {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	nl := "\n"
+	if s.isPTY {
+		nl = "\r\n"
+	}
+	_, _ = io.WriteString(s.ch.Stderr(), nl+"bastion: "+msg+nl)
+}
+
+// resolveAccount decides which account the process runs as: the user,
+// the tool of a user+tool login, or the tool of `become TOOL [CMD]`.
+func (s *sessionChan) resolveAccount(ctx context.Context, kind, command string) (acct auth.Account, cmd string, err error) {
+	c := s.c
+	u := c.user
+	tool := c.login.Tool
+	cmd = command
+	if kind == "become" {
+		f := strings.Fields(command)
+		if len(f) < 2 {
+			return acct, "", errors.New("usage: become TOOL [COMMAND...]")
+		}
+		if tool != "" {
+			return acct, "", fmt.Errorf("you are already logged in as tool %s", tool)
+		}
+		tool = f[1]
+		rest := strings.TrimSpace(strings.TrimPrefix(command, "become"))
+		cmd = strings.TrimSpace(strings.TrimPrefix(rest, tool))
+		if err := auth.ValidName(tool); err != nil {
+			return acct, "", fmt.Errorf("%q is not a valid tool name", tool)
+		}
+	}
+	if tool == "" {
+		return u.Account, cmd, nil
+	}
+	lctx, cancel := context.WithTimeout(ctx, lookupTimeout)
+	defer cancel()
+	ta, err := c.srv.dir.LookupTool(lctx, tool)
+	switch {
+	case errors.Is(err, auth.ErrNotFound):
+		return acct, "", fmt.Errorf("%s: no such tool; check the name", tool)
+	case err != nil:
+		s.log.Warn("tool lookup failed", "tool", tool, "err", err)
+		return acct, "", errors.New(auth.UserMessage(err))
+	case !u.Maintains(tool):
+		return acct, "", fmt.Errorf("%s is not a maintainer of tool %s", u.Name, tool)
+	}
+	if kind == "become" {
+		s.log.Info("become", "tool", tool)
+	}
+	return *ta, cmd, nil
+}
+
+// run starts the process and reports how it ended.
+func (s *sessionChan) run(ctx context.Context, kind, command string) {
+	c := s.c
+	start := time.Now()
+	acct, command, err := s.resolveAccount(ctx, kind, command)
+	if err != nil {
+		s.tell(err.Error())
+		s.finish(session.ExitStatus{Code: 1}, true)
+		return
+	}
+	env := make(map[string]string, len(s.env)+4)
+	for k, v := range s.env {
+		env[k] = v
+	}
+	local, _ := c.nc.LocalAddr().(*net.TCPAddr)
+	remote, _ := c.nc.RemoteAddr().(*net.TCPAddr)
+	if local != nil && remote != nil {
+		env["SSH_CONNECTION"] = fmt.Sprintf("%s %d %s %d", remote.IP, remote.Port, local.IP, local.Port)
+		env["SSH_CLIENT"] = fmt.Sprintf("%s %d %d", remote.IP, remote.Port, local.Port)
+	}
+	if s.tty != nil {
+		env["TERM"] = s.tty.Term
+		s.tty.Resize = s.resize
+	}
+
+	stdinR, stdinW := io.Pipe()
+	req := session.Request{
+		User:    c.user,
+		Account: acct,
+		Command: command,
+		Env:     env,
+		TTY:     s.tty,
+		Signals: s.signals,
+		Stdin:   stdinR,
+		Stdout:  &countingWriter{w: s.ch, n: &c.bytesOut, c: c},
+		Stderr:  &countingWriter{w: s.ch.Stderr(), n: &c.bytesOut, c: c},
+	}
+	log := s.log.With("kind", kind, "account", acct.Name)
+	log.Info("session start", "command", command, "pty", s.tty != nil)
+
+	var pump sync.WaitGroup
+	pump.Add(1)
+	go func() {
+		defer pump.Done()
+		s.pumpStdin(stdinW)
+	}()
+
+	st, err := c.srv.backend.Run(ctx, req)
+	stdinR.Close()
+	cut := context.Cause(ctx)
+	msg, byBastion := causeMessage(cut)
+	switch {
+	case byBastion:
+		s.tell(msg)
+		log.Info("session cut", "reason", msg)
+	case err != nil:
+		if um, ok := session.UserMessage(err); ok {
+			s.tell(um)
+		} else {
+			s.tell(fmt.Sprintf("internal error (ref %s); please report it to the operators", c.id))
+		}
+		log.Error("session failed", "err", err)
+		st = session.ExitStatus{Code: 1}
+	}
+	log.Info("session end", "exit_status", st.Code, "signal", string(st.Signal),
+		"duration", time.Since(start).Round(time.Millisecond), "bytes_in", c.bytesIn.Load(), "bytes_out", c.bytesOut.Load())
+	s.finish(st, !byBastion)
+	pump.Wait()
+}
+
+// finish sends EOF, the exit status (unless the session was cut) and
+// closes the channel.
+func (s *sessionChan) finish(st session.ExitStatus, report bool) {
+	_ = s.ch.CloseWrite()
+	if report {
+		if st.Signal != "" {
+			_, _ = s.ch.SendRequest("exit-signal", false, ssh.Marshal(exitSignalMsg{
+				Signal: string(st.Signal), CoreDumped: st.CoreDumped,
+			}))
+		} else {
+			_, _ = s.ch.SendRequest("exit-status", false, ssh.Marshal(exitStatusMsg{Status: uint32(st.Code)}))
+		}
+	}
+	_ = s.ch.Close()
+}
+
+// pumpStdin copies the client's input into the process's stdin pipe. It
+// ends when the client sends EOF or the channel closes.
+func (s *sessionChan) pumpStdin(w *io.PipeWriter) {
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	buf := *bp
+	for {
+		n, err := s.ch.Read(buf)
+		if n > 0 {
+			s.c.bytesIn.Add(int64(n))
+			s.c.touch()
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				// The process is gone; keep draining so the client is
+				// not stalled on window space.
+				_, _ = io.Copy(io.Discard, s.ch)
+				return
+			}
+		}
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				w.Close()
+			} else {
+				w.CloseWithError(err)
+			}
+			return
+		}
+	}
+}
+
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32*1024); return &b }}
+
+type countingWriter struct {
+	w io.Writer
+	n interface{ Add(int64) int64 }
+	c *conn
+}
+
+func (cw *countingWriter) Write(p []byte) (int, error) {
+	n, err := cw.w.Write(p)
+	cw.n.Add(int64(n))
+	cw.c.touch()
+	return n, err
+}
