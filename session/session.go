@@ -39,8 +39,8 @@ type Request struct {
 	// Command is run by the account's shell with -c; empty means an
 	// interactive login shell.
 	Command string
-	// Env holds extra variables (TERM, LANG, SSH_CONNECTION, ...); the
-	// backend sets HOME, USER, LOGNAME, SHELL and PATH itself.
+	// Env holds extra variables (LANG, SSH_CONNECTION, ...); the
+	// backend sets HOME, USER, LOGNAME, SHELL, PATH, and TERM from TTY.
 	Env map[string]string
 	// TTY is nil when no pty was requested.
 	TTY *TTY

@@ -289,7 +289,6 @@ func (s *sessionChan) run(ctx context.Context, kind, command string) {
 		env["SSH_CLIENT"] = fmt.Sprintf("%s %d %d", remote.IP, remote.Port, local.Port)
 	}
 	if s.tty != nil {
-		env["TERM"] = s.tty.Term
 		s.tty.Resize = s.resize
 	}
 

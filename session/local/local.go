@@ -91,6 +91,9 @@ func (b *Backend) command(r session.Request) (*exec.Cmd, error) {
 	for k, v := range r.Env {
 		env[k] = v
 	}
+	if r.TTY != nil && r.TTY.Term != "" {
+		env["TERM"] = r.TTY.Term
+	}
 	cmd.Env = make([]string, 0, len(env))
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)

@@ -1,0 +1,63 @@
+package local
+
+import (
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/user"
+	"strconv"
+	"sync"
+	"testing"
+
+	"go.uber.org/goleak"
+
+	"github.com/bastion-ssh/bastion/auth"
+	"github.com/bastion-ssh/bastion/session/sessiontest"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestConformance(t *testing.T) {
+	me, err := user.Current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	uid, _ := strconv.Atoi(me.Uid)
+	gid, _ := strconv.Atoi(me.Gid)
+	sftp := "/usr/lib/openssh/sftp-server"
+	if _, err := os.Stat(sftp); err != nil {
+		t.Fatalf("sftp-server missing (apt-get install openssh-sftp-server): %v", err)
+	}
+	sessiontest.Run(t, func(t *testing.T) sessiontest.Harness {
+		home := t.TempDir()
+		return sessiontest.Harness{
+			Backend:    New(slog.New(slog.NewTextHandler(io.Discard, nil))),
+			Account:    auth.Account{Name: me.Username, UID: uid, GID: gid, Home: home, Shell: "/bin/sh"},
+			SFTPServer: sftp,
+			EchoAddr:   echo(t),
+		}
+	})
+}
+
+func echo(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() { defer wg.Done(); defer c.Close(); _, _ = io.Copy(c, c) }()
+		}
+	}()
+	return ln.Addr().String()
+}

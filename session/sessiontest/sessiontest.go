@@ -1,0 +1,337 @@
+package sessiontest
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/bastion-ssh/bastion/auth"
+	"github.com/bastion-ssh/bastion/session"
+)
+
+// Harness is what a backend's test provides.
+type Harness struct {
+	Backend session.Backend
+	// Account is the identity to run as; its Home must be writable.
+	Account auth.Account
+	// SFTPServer is the path of sftp-server where processes run.
+	SFTPServer string
+	// EchoAddr is a TCP address, reachable through Dial, that echoes.
+	EchoAddr string
+	// SignalAsExitCode: the backend reports death by signal N as exit
+	// code 128+N (Kubernetes exec does) instead of ExitStatus.Signal.
+	SignalAsExitCode bool
+}
+
+// result is what one Run produced.
+type result struct {
+	st     session.ExitStatus
+	err    error
+	stdout string
+	stderr string
+}
+
+// syncBuffer is a bytes.Buffer safe for a writer and a poller.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func request(h Harness, command, stdin string) session.Request {
+	return session.Request{
+		User:    &auth.User{Account: h.Account},
+		Account: h.Account,
+		Command: command,
+		Env:     map[string]string{"LANG": "C"},
+		Stdin:   io.NopCloser(strings.NewReader(stdin)),
+	}
+}
+
+func run(t *testing.T, h Harness, r session.Request) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var out, errb syncBuffer
+	r.Stdout, r.Stderr = &out, &errb
+	st, err := h.Backend.Run(ctx, r)
+	return result{st: st, err: err, stdout: out.String(), stderr: errb.String()}
+}
+
+// Run runs the conformance suite. newHarness is called once per subtest.
+func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
+	t.Run("ExitCodes", func(t *testing.T) {
+		h := newHarness(t)
+		for _, c := range []struct {
+			cmd  string
+			want int
+		}{{"true", 0}, {"false", 1}, {"exit 7", 7}, {"exit 255", 255}} {
+			r := run(t, h, request(h, c.cmd, ""))
+			if r.err != nil || r.st.Code != c.want || r.st.Signal != "" {
+				t.Errorf("%q: status %+v, err %v; want code %d", c.cmd, r.st, r.err, c.want)
+			}
+		}
+	})
+	t.Run("StdoutStderrApart", func(t *testing.T) {
+		h := newHarness(t)
+		r := run(t, h, request(h, "echo out; echo err >&2", ""))
+		if r.stdout != "out\n" || r.stderr != "err\n" {
+			t.Errorf("stdout %q stderr %q", r.stdout, r.stderr)
+		}
+	})
+	t.Run("StdinEOF", func(t *testing.T) {
+		h := newHarness(t)
+		r := run(t, h, request(h, "cat; echo END", "hello\nworld\n"))
+		if r.err != nil || r.stdout != "hello\nworld\nEND\n" {
+			t.Errorf("stdout %q err %v", r.stdout, r.err)
+		}
+	})
+	t.Run("ExitBeforeStdinEOF", func(t *testing.T) {
+		h := newHarness(t)
+		req := request(h, "echo done", "")
+		pr, pw := io.Pipe() // never written: like a terminal nobody types in
+		defer pw.Close()
+		req.Stdin = pr
+		done := make(chan result, 1)
+		go func() { done <- run(t, h, req) }()
+		select {
+		case r := <-done:
+			if r.stdout != "done\n" || r.st.Code != 0 {
+				t.Errorf("stdout %q status %+v", r.stdout, r.st)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("Run did not return after the process exited while stdin stayed open")
+		}
+	})
+	t.Run("LargeOutput", func(t *testing.T) {
+		h := newHarness(t)
+		const n = 16 << 20
+		r := run(t, h, request(h, fmt.Sprintf("head -c %d /dev/zero", n), ""))
+		if r.err != nil || len(r.stdout) != n {
+			t.Errorf("got %d bytes, err %v; want %d", len(r.stdout), r.err, n)
+		}
+	})
+	t.Run("LargeInput", func(t *testing.T) {
+		h := newHarness(t)
+		in := strings.Repeat("0123456789abcdef", 1<<20)
+		r := run(t, h, request(h, "wc -c", in))
+		if r.err != nil || strings.TrimSpace(r.stdout) != fmt.Sprint(len(in)) {
+			t.Errorf("wc -c said %q, err %v; want %d", r.stdout, r.err, len(in))
+		}
+	})
+	t.Run("KilledBySignal", func(t *testing.T) {
+		h := newHarness(t)
+		r := run(t, h, request(h, "kill -TERM $$", ""))
+		if h.SignalAsExitCode {
+			if r.st.Code != 143 && r.st.Signal != "TERM" {
+				t.Errorf("status %+v, want code 143 or signal TERM", r.st)
+			}
+			return
+		}
+		if r.err != nil || r.st.Signal != "TERM" {
+			t.Errorf("status %+v err %v; want signal TERM", r.st, r.err)
+		}
+	})
+	t.Run("Environment", func(t *testing.T) {
+		h := newHarness(t)
+		r := run(t, h, request(h, `echo "$HOME|$USER|$LOGNAME|$LANG"; pwd`, ""))
+		a := h.Account
+		want := fmt.Sprintf("%s|%s|%s|C\n%s\n", a.Home, a.Name, a.Name, a.Home)
+		if r.stdout != want {
+			t.Errorf("got %q, want %q", r.stdout, want)
+		}
+	})
+	t.Run("TTYAndResize", func(t *testing.T) {
+		h := newHarness(t)
+		resize := make(chan session.WindowSize, 1)
+		req := request(h, `echo "TERM=$TERM"; tty >/dev/null && echo TTY; while :; do stty size; sleep 0.1; done`, "")
+		pr, pw := io.Pipe()
+		defer pw.Close()
+		req.Stdin = pr
+		req.TTY = &session.TTY{Term: "xterm-256color", Size: session.WindowSize{Cols: 80, Rows: 24}, Resize: resize}
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		var out syncBuffer
+		req.Stdout, req.Stderr = &out, &out
+		done := make(chan error, 1)
+		go func() { _, err := h.Backend.Run(ctx, req); done <- err }()
+		waitOutput(t, &out, "24 80")
+		resize <- session.WindowSize{Cols: 132, Rows: 43}
+		waitOutput(t, &out, "43 132")
+		if s := out.String(); !strings.Contains(s, "TERM=xterm-256color") || !strings.Contains(s, "TTY") {
+			t.Errorf("output %q: want TERM and a tty", s)
+		}
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			t.Fatal("Run did not return after cancel")
+		}
+	})
+	t.Run("CancelKills", func(t *testing.T) {
+		h := newHarness(t)
+		ctx, cancel := context.WithCancel(context.Background())
+		req := request(h, "echo started; sleep 300", "")
+		var out syncBuffer
+		req.Stdout, req.Stderr = &out, io.Discard
+		done := make(chan struct{})
+		go func() { _, _ = h.Backend.Run(ctx, req); close(done) }()
+		waitOutput(t, &out, "started")
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			t.Fatal("Run did not return within 30s of cancel")
+		}
+	})
+	t.Run("SFTPRoundTrip", func(t *testing.T) {
+		h := newHarness(t)
+		testSFTP(t, h)
+	})
+	t.Run("Dial", func(t *testing.T) {
+		h := newHarness(t)
+		if h.EchoAddr == "" {
+			t.Skip("harness has no echo address")
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		c, err := h.Backend.Dial(ctx, request(h, "", ""), "tcp", h.EchoAddr)
+		if err != nil {
+			t.Fatalf("Dial: %v", err)
+		}
+		defer c.Close()
+		msg := bytes.Repeat([]byte("echo "), 20000)
+		go func() { _, _ = c.Write(msg) }()
+		got := make([]byte, len(msg))
+		_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
+		if _, err := io.ReadFull(c, got); err != nil || !bytes.Equal(got, msg) {
+			t.Fatalf("echo: %v", err)
+		}
+	})
+}
+
+func waitOutput(t *testing.T, out *syncBuffer, want string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(out.String(), want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %q in output %q", want, out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// testSFTP speaks SFTP v3 to the backend's sftp-server: INIT, REALPATH,
+// OPEN+WRITE+CLOSE of a file, then reads it back with cat.
+func testSFTP(t *testing.T, h Harness) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	inR, inW := io.Pipe()
+	outR, outW := io.Pipe()
+	req := request(h, h.SFTPServer, "")
+	req.Stdin = inR
+	req.Stdout = outW
+	req.Stderr = io.Discard
+	done := make(chan error, 1)
+	go func() {
+		st, err := h.Backend.Run(ctx, req)
+		outW.Close()
+		if err == nil && st.Code != 0 {
+			err = fmt.Errorf("sftp-server exited with %+v", st)
+		}
+		done <- err
+	}()
+	c := &sftpConn{w: inW, r: outR}
+	// INIT → VERSION
+	c.send(t, 1, u32(3))
+	typ, _ := c.recv(t)
+	if typ != 2 {
+		t.Fatalf("SSH_FXP_INIT: got packet type %d, want VERSION (2)", typ)
+	}
+	// REALPATH "." → NAME with the home directory
+	c.send(t, 16, u32(1), sstr("."))
+	typ, body := c.recv(t)
+	if typ != 104 || !bytes.Contains(body, []byte(h.Account.Home)) {
+		t.Fatalf("REALPATH: type %d body %q; want NAME containing %s", typ, body, h.Account.Home)
+	}
+	// OPEN(write|creat|trunc) → HANDLE
+	path := h.Account.Home + "/sftp-conformance.txt"
+	c.send(t, 3, u32(2), sstr(path), u32(0x02|0x08|0x10), u32(0))
+	typ, body = c.recv(t)
+	if typ != 102 {
+		t.Fatalf("OPEN: type %d body %q", typ, body)
+	}
+	handle := body[4:] // id, then string handle (kept with its length)
+	payload := "written over sftp\n"
+	c.send(t, 6, u32(3), handle, make([]byte, 8), sstr(payload))
+	if typ, body = c.recv(t); typ != 101 || binary.BigEndian.Uint32(body[4:]) != 0 {
+		t.Fatalf("WRITE: type %d body %q", typ, body)
+	}
+	c.send(t, 4, u32(4), handle)
+	if typ, body = c.recv(t); typ != 101 || binary.BigEndian.Uint32(body[4:]) != 0 {
+		t.Fatalf("CLOSE: type %d body %q", typ, body)
+	}
+	inW.Close()
+	if err := <-done; err != nil {
+		t.Fatalf("sftp-server: %v", err)
+	}
+	r := run(t, h, request(h, "cat "+path+" && rm "+path, ""))
+	if r.stdout != payload {
+		t.Fatalf("file written over sftp reads %q, want %q", r.stdout, payload)
+	}
+}
+
+type sftpConn struct {
+	w io.Writer
+	r io.Reader
+}
+
+func u32(v uint32) []byte  { return binary.BigEndian.AppendUint32(nil, v) }
+func sstr(s string) []byte { return append(u32(uint32(len(s))), s...) }
+
+func (c *sftpConn) send(t *testing.T, typ byte, parts ...[]byte) {
+	t.Helper()
+	var body []byte
+	body = append(body, typ)
+	for _, p := range parts {
+		body = append(body, p...)
+	}
+	if _, err := c.w.Write(append(u32(uint32(len(body))), body...)); err != nil {
+		t.Fatalf("sftp send: %v", err)
+	}
+}
+
+func (c *sftpConn) recv(t *testing.T) (byte, []byte) {
+	t.Helper()
+	var hdr [4]byte
+	if _, err := io.ReadFull(c.r, hdr[:]); err != nil {
+		t.Fatalf("sftp recv: %v", err)
+	}
+	n := binary.BigEndian.Uint32(hdr[:])
+	if n == 0 || n > 1<<20 {
+		t.Fatalf("sftp recv: bad length %d", n)
+	}
+	buf := make([]byte, n)
+	if _, err := io.ReadFull(c.r, buf); err != nil {
+		t.Fatalf("sftp recv: %v", err)
+	}
+	return buf[0], buf[1:]
+}
