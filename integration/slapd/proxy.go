@@ -1,7 +1,6 @@
 package slapd
 
 import (
-	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -19,7 +18,7 @@ type Proxy struct {
 	l        net.Listener
 	accepted atomic.Int64
 	mu       sync.Mutex
-	conns    map[net.Conn]struct{}
+	conns    map[net.Conn]*atomic.Bool // -> frozen
 	wg       sync.WaitGroup
 }
 
@@ -30,7 +29,7 @@ func NewProxy(t testing.TB, target string) *Proxy {
 	if err != nil {
 		t.Fatalf("proxy listen: %v", err)
 	}
-	p := &Proxy{Addr: l.Addr().String(), target: target, l: l, conns: map[net.Conn]struct{}{}}
+	p := &Proxy{Addr: l.Addr().String(), target: target, l: l, conns: map[net.Conn]*atomic.Bool{}}
 	p.wg.Add(1)
 	go p.serve()
 	t.Cleanup(p.Close)
@@ -53,6 +52,17 @@ func (p *Proxy) CutAll() {
 	defer p.mu.Unlock()
 	for c := range p.conns {
 		c.Close()
+	}
+}
+
+// FreezeAll makes every open connection drop what it carries from now on,
+// both ways, without closing: a half-open connection, as when a firewall
+// forgets it or a server hangs. New connections are not affected.
+func (p *Proxy) FreezeAll() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, frozen := range p.conns {
+		frozen.Store(true)
 	}
 }
 
@@ -84,15 +94,27 @@ func (p *Proxy) pipe(client net.Conn) {
 		client.Close()
 		return
 	}
+	frozen := new(atomic.Bool)
 	p.mu.Lock()
-	p.conns[client] = struct{}{}
-	p.conns[server] = struct{}{}
+	p.conns[client] = frozen
+	p.conns[server] = frozen
 	p.mu.Unlock()
 	var wg sync.WaitGroup
 	wg.Add(2)
 	cp := func(dst, src net.Conn) {
 		defer wg.Done()
-		_, _ = io.Copy(dst, src)
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := src.Read(buf)
+			if n > 0 && !frozen.Load() {
+				if _, werr := dst.Write(buf[:n]); werr != nil {
+					break
+				}
+			}
+			if err != nil {
+				break
+			}
+		}
 		dst.Close()
 		src.Close()
 	}

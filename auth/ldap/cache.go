@@ -1,0 +1,174 @@
+package ldap
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/bastion-ssh/bastion/auth"
+)
+
+// errClosed: the directory has been closed.
+var errClosed = errors.New("ldap directory closed")
+
+// cache remembers answers by name and coalesces concurrent lookups of the
+// same name into one fetch (a login burst costs one search per name).
+//
+//   - An answer is fresh for ttl: returned without asking LDAP.
+//   - "Not found" and "invalid entry" are remembered for neg.
+//   - When a fetch fails (LDAP unavailable), an answer that went stale
+//     less than stale ago is served instead, and the log says so.
+//
+// Fetches run in goroutines owned by the cache, on a context that outlives
+// the caller who started them (other callers may be waiting) but not
+// budget, nor close. Callers stop waiting when their own context ends.
+type cache[V any] struct {
+	kind   string // "user" or "tool", for logs
+	ttl    time.Duration
+	stale  time.Duration
+	neg    time.Duration
+	max    int
+	budget time.Duration
+	log    *slog.Logger
+	now    func() time.Time
+
+	mu      sync.Mutex
+	entries map[string]*cached[V]
+	calls   map[string]*call[V]
+	closed  bool
+	wg      sync.WaitGroup
+}
+
+type cached[V any] struct {
+	val V
+	err error // nil: a positive answer; else ErrNotFound/ErrInvalidEntry
+	at  time.Time
+}
+
+type call[V any] struct {
+	done   chan struct{}
+	val    V
+	err    error
+	cancel context.CancelFunc
+}
+
+func newCache[V any](kind string, ttl, stale, neg time.Duration, max int, budget time.Duration, log *slog.Logger) *cache[V] {
+	return &cache[V]{
+		kind: kind, ttl: ttl, stale: stale, neg: neg, max: max, budget: budget, log: log,
+		now:     time.Now,
+		entries: map[string]*cached[V]{},
+		calls:   map[string]*call[V]{},
+	}
+}
+
+// get returns the answer for key: cached, or from fetch (shared with any
+// concurrent get of the same key).
+func (c *cache[V]) get(ctx context.Context, key string, fetch func(context.Context) (V, error)) (V, error) {
+	var zero V
+	c.mu.Lock()
+	now := c.now()
+	if e, ok := c.entries[key]; ok {
+		age := now.Sub(e.at)
+		if e.err == nil && age < c.ttl {
+			c.mu.Unlock()
+			return e.val, nil
+		}
+		if e.err != nil && age < c.neg {
+			c.mu.Unlock()
+			return zero, e.err
+		}
+	}
+	cl, ok := c.calls[key]
+	if !ok {
+		if c.closed {
+			c.mu.Unlock()
+			return zero, fmt.Errorf("ldap %s %q: %w: %w", c.kind, key, auth.ErrUnavailable, errClosed)
+		}
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.budget)
+		cl = &call[V]{done: make(chan struct{}), cancel: cancel}
+		c.calls[key] = cl
+		c.wg.Add(1)
+		go c.run(fctx, key, cl, fetch)
+	}
+	c.mu.Unlock()
+
+	select {
+	case <-cl.done:
+		return cl.val, cl.err
+	case <-ctx.Done():
+		return zero, fmt.Errorf("ldap %s %q: gave up waiting: %w", c.kind, key, context.Cause(ctx))
+	}
+}
+
+func (c *cache[V]) run(ctx context.Context, key string, cl *call[V], fetch func(context.Context) (V, error)) {
+	defer c.wg.Done()
+	defer cl.cancel()
+	val, err := fetch(ctx)
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := c.now()
+	switch {
+	case err == nil:
+		c.entries[key] = &cached[V]{val: val, at: now}
+	case errors.Is(err, auth.ErrNotFound) || errors.Is(err, auth.ErrInvalidEntry):
+		// A real answer: it also replaces a positive entry, so that a
+		// removed or disabled account loses access even when LDAP goes
+		// down later.
+		if c.neg > 0 {
+			c.entries[key] = &cached[V]{err: err, at: now}
+		} else {
+			delete(c.entries, key)
+		}
+	default:
+		if e, ok := c.entries[key]; ok && e.err == nil && c.stale > 0 && now.Sub(e.at) < c.ttl+c.stale {
+			c.log.Warn("ldap unavailable; serving a stale cached answer",
+				c.kind, key, "age", now.Sub(e.at).Round(time.Second).String(), "err", err)
+			val, err = e.val, nil
+		}
+	}
+	if len(c.entries) > c.max {
+		c.evict(now)
+	}
+	delete(c.calls, key)
+	cl.val, cl.err = val, err
+	close(cl.done)
+}
+
+// evict drops entries that can no longer be served, then negative ones,
+// then any, until the cache is back under max. c.mu is held.
+func (c *cache[V]) evict(now time.Time) {
+	for k, e := range c.entries {
+		if (e.err == nil && now.Sub(e.at) >= c.ttl+c.stale) || (e.err != nil && now.Sub(e.at) >= c.neg) {
+			delete(c.entries, k)
+		}
+	}
+	for k, e := range c.entries {
+		if len(c.entries) <= c.max {
+			return
+		}
+		if e.err != nil {
+			delete(c.entries, k)
+		}
+	}
+	for k := range c.entries {
+		if len(c.entries) <= c.max {
+			return
+		}
+		delete(c.entries, k)
+	}
+}
+
+// close cancels the fetches in flight and waits for them.
+func (c *cache[V]) close() {
+	c.mu.Lock()
+	c.closed = true
+	for _, cl := range c.calls {
+		cl.cancel()
+	}
+	c.mu.Unlock()
+	c.wg.Wait()
+}

@@ -1,0 +1,340 @@
+package ldap
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-ldap/ldap/v3"
+
+	"github.com/bastion-ssh/bastion/config"
+)
+
+// serverBackoff is how long a server that failed is tried only after the
+// others.
+const serverBackoff = 30 * time.Second
+
+// server is one configured URL.
+type server struct {
+	url    string // as configured, for logs
+	scheme string // ldap or ldaps
+	host   string // for TLS verification
+	addr   string // host:port
+}
+
+func parseServer(s string) (server, error) {
+	u, err := url.Parse(s)
+	if err != nil {
+		return server{}, fmt.Errorf("ldap url %q: %w", s, err)
+	}
+	port := u.Port()
+	switch u.Scheme {
+	case "ldap":
+		if port == "" {
+			port = "389"
+		}
+	case "ldaps":
+		if port == "" {
+			port = "636"
+		}
+	default:
+		return server{}, fmt.Errorf("ldap url %q: scheme must be ldap or ldaps", s)
+	}
+	if u.Hostname() == "" {
+		return server{}, fmt.Errorf("ldap url %q: no host", s)
+	}
+	return server{url: s, scheme: u.Scheme, host: u.Hostname(), addr: net.JoinHostPort(u.Hostname(), port)}, nil
+}
+
+// pool keeps at most cfg.PoolSize connections, idle ones reused (most
+// recently used first), broken ones closed and replaced. New connections
+// go to the first server that answers, in configuration order, servers
+// that failed recently last.
+type pool struct {
+	cfg     config.LDAP
+	bindDN  string
+	log     *slog.Logger
+	servers []server
+	ca      *caFile
+	slots   chan struct{} // a token per connection in use
+	dials   atomic.Int64  // connections opened, for tests
+
+	mu     sync.Mutex
+	idle   []*conn
+	down   map[int]time.Time // server index -> tried last until then
+	closed bool
+}
+
+// conn is one bound connection.
+type conn struct {
+	lc      *ldap.Conn
+	raw     net.Conn
+	server  *server
+	used    time.Time
+	broken  bool
+	timeout time.Duration
+}
+
+func newPool(cfg config.LDAP, servers []server, ca *caFile, log *slog.Logger) *pool {
+	return &pool{
+		cfg: cfg, bindDN: cfg.DN(cfg.BindDN), log: log, servers: servers, ca: ca,
+		slots: make(chan struct{}, cfg.PoolSize),
+		down:  map[int]time.Time{},
+	}
+}
+
+// do runs fn on a connection. fn must return only errors of the
+// connection's operations (so that do can tell a broken connection from an
+// LDAP result); it may run again, on another connection, when the first
+// one turns out to be broken.
+func (p *pool) do(ctx context.Context, fn func(*conn) error) error {
+	select {
+	case p.slots <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("wait for a free ldap connection: %w", context.Cause(ctx))
+	}
+	defer func() { <-p.slots }()
+
+	var errs []error
+	for attempt := 0; attempt <= len(p.servers); attempt++ {
+		c, reused, err := p.get(ctx)
+		if err != nil {
+			return errors.Join(append(errs, err)...)
+		}
+		err = fn(c)
+		if !c.isBroken(err) {
+			p.put(c)
+			return err
+		}
+		c.close()
+		errs = append(errs, fmt.Errorf("%s: %w", c.server.url, err))
+		if !reused {
+			p.markDown(c.server, err)
+		} else {
+			p.log.Debug("ldap connection broken; replacing it", "server", c.server.url, "err", err)
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// get returns an idle connection (reused=true) or a new one.
+func (p *pool) get(ctx context.Context) (c *conn, reused bool, err error) {
+	var stale []*conn
+	p.mu.Lock()
+	for len(p.idle) > 0 && c == nil {
+		last := p.idle[len(p.idle)-1]
+		p.idle = p.idle[:len(p.idle)-1]
+		if last.lc.IsClosing() || time.Since(last.used) > p.cfg.PoolIdleTimeout {
+			stale = append(stale, last)
+			continue
+		}
+		c = last
+	}
+	p.mu.Unlock()
+	for _, s := range stale {
+		s.close()
+	}
+	if c != nil {
+		return c, true, nil
+	}
+	c, err = p.dial(ctx)
+	return c, false, err
+}
+
+func (p *pool) put(c *conn) {
+	c.used = time.Now()
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		c.close()
+		return
+	}
+	p.idle = append(p.idle, c)
+	p.mu.Unlock()
+}
+
+// dial connects to the first server that answers.
+func (p *pool) dial(ctx context.Context) (*conn, error) {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil, errClosed
+	}
+	now := time.Now()
+	var first, last []int
+	for i := range p.servers {
+		if now.Before(p.down[i]) {
+			last = append(last, i)
+		} else {
+			first = append(first, i)
+		}
+	}
+	p.mu.Unlock()
+
+	var errs []error
+	for _, i := range append(first, last...) {
+		s := &p.servers[i]
+		c, err := p.dialOne(ctx, s)
+		if err == nil {
+			p.mu.Lock()
+			wasDown := !p.down[i].IsZero()
+			delete(p.down, i)
+			p.mu.Unlock()
+			if wasDown {
+				p.log.Info("ldap server answers again", "server", s.url)
+			}
+			return c, nil
+		}
+		p.markDown(s, err)
+		errs = append(errs, fmt.Errorf("%s: %w", s.url, err))
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, fmt.Errorf("no ldap server answered: %w", errors.Join(errs...))
+}
+
+func (p *pool) markDown(s *server, err error) {
+	for i := range p.servers {
+		if &p.servers[i] == s {
+			p.mu.Lock()
+			p.down[i] = time.Now().Add(serverBackoff)
+			p.mu.Unlock()
+		}
+	}
+	p.log.Warn("ldap server failed; trying the next one", "server", s.url, "err", err)
+}
+
+// dialOne connects, starts TLS and binds, all within DialTimeout.
+func (p *pool) dialOne(ctx context.Context, s *server) (*conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.DialTimeout)
+	defer cancel()
+	var d net.Dialer
+	raw, err := d.DialContext(ctx, "tcp", s.addr)
+	if err != nil {
+		return nil, fmt.Errorf("connect: %w", err)
+	}
+	// The deadline bounds the TLS handshake, StartTLS and the bind; the
+	// AfterFunc cuts them short when ctx ends first.
+	deadline, _ := ctx.Deadline()
+	_ = raw.SetDeadline(deadline)
+	stop := context.AfterFunc(ctx, func() { _ = raw.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+
+	var nc net.Conn = raw
+	if s.scheme == "ldaps" {
+		conf, err := p.ca.tlsConfig(s.host)
+		if err != nil {
+			raw.Close()
+			return nil, err
+		}
+		tc := tls.Client(raw, conf)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			raw.Close()
+			return nil, fmt.Errorf("TLS handshake: %w", err)
+		}
+		nc = tc
+	}
+	lc := ldap.NewConn(nc, s.scheme == "ldaps")
+	lc.Start()
+	lc.SetTimeout(p.cfg.DialTimeout)
+	fail := func(what string, err error) (*conn, error) {
+		lc.Close()
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	if s.scheme == "ldap" && p.cfg.StartTLS {
+		conf, err := p.ca.tlsConfig(s.host)
+		if err != nil {
+			return fail("StartTLS", err)
+		}
+		if err := lc.StartTLS(conf); err != nil {
+			return fail("StartTLS", err)
+		}
+	}
+	if p.bindDN != "" {
+		pw, err := readPassword(p.cfg.BindPasswordFile)
+		if err != nil {
+			return fail("bind", err)
+		}
+		if err := lc.Bind(p.bindDN, pw); err != nil {
+			return fail(fmt.Sprintf("bind as %s", p.bindDN), err)
+		}
+	}
+	if !stop() {
+		return fail("connect", context.Cause(ctx))
+	}
+	_ = raw.SetDeadline(time.Time{})
+	lc.SetTimeout(p.cfg.Timeout)
+	p.dials.Add(1)
+	p.log.Debug("ldap connection opened", "server", s.url)
+	return &conn{lc: lc, raw: raw, server: s, used: time.Now(), timeout: p.cfg.Timeout}, nil
+}
+
+// search runs one search within the operation timeout; when ctx ends
+// first, the connection is cut (and then replaced).
+func (c *conn) search(ctx context.Context, req *ldap.SearchRequest) (*ldap.SearchResult, error) {
+	_ = c.raw.SetDeadline(time.Now().Add(c.timeout))
+	stop := context.AfterFunc(ctx, func() { _ = c.raw.SetDeadline(time.Unix(1, 0)) })
+	res, err := c.lc.Search(req)
+	if !stop() {
+		c.broken = true
+		if err == nil {
+			err = fmt.Errorf("ldap search %q: %w", req.BaseDN, context.Cause(ctx))
+		}
+		return nil, err
+	}
+	_ = c.raw.SetDeadline(time.Time{})
+	if err != nil {
+		return res, fmt.Errorf("ldap search %q: %w", req.BaseDN, err)
+	}
+	return res, nil
+}
+
+// isBroken tells whether c must be thrown away after an operation that
+// returned err.
+func (c *conn) isBroken(err error) bool {
+	if c.broken || c.lc.IsClosing() {
+		return true
+	}
+	if err == nil {
+		return false
+	}
+	if errors.Is(err, ldap.ErrSizeLimitExceeded) {
+		return false // the client stopped reading a too-long answer
+	}
+	var le *ldap.Error
+	if !errors.As(err, &le) {
+		return true // not an LDAP result: network or protocol trouble
+	}
+	switch le.ResultCode {
+	case ldap.LDAPResultBusy, ldap.LDAPResultUnavailable, ldap.LDAPResultUnwillingToPerform:
+		return true // the server refuses work: try another
+	}
+	// Codes from 80 up are the client library's (timeouts, network).
+	return le.ResultCode >= ldap.LDAPResultOther
+}
+
+func (c *conn) close() { _ = c.lc.Close() }
+
+// close closes the idle connections; those in use are closed when they
+// come back.
+func (p *pool) close() {
+	p.mu.Lock()
+	p.closed = true
+	idle := p.idle
+	p.idle = nil
+	p.mu.Unlock()
+	for _, c := range idle {
+		c.close()
+	}
+}
