@@ -57,6 +57,23 @@ func TestShellPod(t *testing.T) {
 	}
 	t.Logf("pod %s/%s Ready %v after create", ns, pod.Name, time.Since(start).Round(time.Millisecond))
 
+	t.Run("the image has the tools of deploy/shell-image", func(t *testing.T) {
+		// Keep this list in step with deploy/shell-image/Dockerfile.
+		tools := "bash sh ls cat head tail wc stty id env sleep kill mkdir rm cp mv sha256sum dd grep sed find tar gzip ps less rsync scp git vi kubectl"
+		script := `for t in ` + tools + `; do command -v "$t" >/dev/null || echo "missing $t"; done
+test -x ` + kubetest.SFTPServer + ` || echo "missing sftp-server"
+kubectl version --client -o yaml | grep -q 'gitVersion: v1.37' || echo "kubectl is not v1.37"
+touch /tmp/probe && rm /tmp/probe || echo "/tmp is not writable"
+stat -c %a /tmp`
+		var stdout, stderr bytes.Buffer
+		if err := execIn(ctx, t, cfg, client, ns, pod.Name, fallbackTransport, []string{"sh", "-c", script}, nil, &stdout, &stderr, nil); err != nil {
+			t.Fatalf("%v: %s%s", err, stdout.String(), stderr.String())
+		}
+		if got := stdout.String(); got != "1777\n" || stderr.Len() != 0 {
+			t.Errorf("image check: stdout %q stderr %q, want only the /tmp mode 1777", got, stderr.String())
+		}
+	})
+
 	t.Run("exec with a tty sees a resize", func(t *testing.T) {
 		for _, tr := range transports {
 			t.Run(tr.name, func(t *testing.T) {
