@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034
 # Shared by integration/cluster/up and integration/cluster/down: where things
 # live and how recorded processes are found. Sourced, never run.
 #
