@@ -306,11 +306,7 @@ func (s *Server) seed(conf string, opts Options) {
 	t.Helper()
 	src := opts.LDIF
 	if src == "" {
-		data, err := os.ReadFile(filepath.Join(testdata(), "toolforge.ldif"))
-		if err != nil {
-			t.Fatalf("read seed: %v", err)
-		}
-		src = string(data)
+		src = DefaultSeed(t)
 	}
 	ldif, err := RenderLDIF(src)
 	if err != nil {
@@ -328,6 +324,17 @@ func (s *Server) seed(conf string, opts Options) {
 	if err != nil {
 		t.Fatalf("slapadd %s: %v\n%s", path, err, out)
 	}
+}
+
+// DefaultSeed returns the default seed template,
+// integration/testdata/toolforge.ldif, e.g. for a test to edit.
+func DefaultSeed(t testing.TB) string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(testdata(), "toolforge.ldif"))
+	if err != nil {
+		t.Fatalf("read seed: %v", err)
+	}
+	return string(data)
 }
 
 // RenderLDIF expands a seed template: {{.Base}}, {{.BindPassword}},
