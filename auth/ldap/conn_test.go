@@ -203,8 +203,7 @@ func TestHungServer(t *testing.T) {
 	}
 	logs.mustContain(t, "ldap server failed", "server="+hung)
 	// The hung server is now tried last: the next new connection is quick.
-	d.pool.close()
-	d.pool.closed = false
+	d.pool.dropIdle() // the next lookup dials
 	start = time.Now()
 	if _, err := d.LookupUser(t.Context(), "bob"); err != nil {
 		t.Fatal(err)

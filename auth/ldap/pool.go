@@ -331,6 +331,13 @@ func (c *conn) close() { _ = c.lc.Close() }
 func (p *pool) close() {
 	p.mu.Lock()
 	p.closed = true
+	p.mu.Unlock()
+	p.dropIdle()
+}
+
+// dropIdle closes the idle connections.
+func (p *pool) dropIdle() {
+	p.mu.Lock()
 	idle := p.idle
 	p.idle = nil
 	p.mu.Unlock()
