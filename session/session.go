@@ -47,11 +47,12 @@ type Request struct {
 	// Signals delivers signals to the process; may be nil.
 	Signals <-chan Signal
 
-	// Stdin is the process's input. The backend closes it once the
-	// process has exited, so that a Read still pending returns; the
-	// caller must therefore hand over a reader whose Close interrupts a
-	// blocked Read (an io.Pipe, for instance).
-	Stdin  io.ReadCloser
+	// Stdin is the process's input; io.EOF closes the process's stdin.
+	// When Run returns, a Read on Stdin may still be pending (a client
+	// that never sends EOF): the backend's reader stops as soon as that
+	// Read returns, and the caller makes it return by closing the
+	// stream. Backends own that reader and wait for it in Close.
+	Stdin  io.Reader
 	Stdout io.Writer
 	// Stderr is ignored when TTY is set (the pty merges the streams).
 	Stderr io.Writer
@@ -74,6 +75,7 @@ type Backend interface {
 	// started or supervised; errors meant for the user are UserErrors.
 	Run(ctx context.Context, r Request) (ExitStatus, error)
 	// Dial opens a connection to address on behalf of r.Account (ssh -L).
+	// Stdin and the other streams of r are unused.
 	// The caller has already applied the forwarding policy.
 	Dial(ctx context.Context, r Request, network, address string) (net.Conn, error)
 }

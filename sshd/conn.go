@@ -53,6 +53,7 @@ type conn struct {
 	closed       bool
 	sessions     map[*sessionChan]struct{}
 	channels     int
+	nsessions    int
 	noMoreSess   bool
 	wg           sync.WaitGroup // channel handlers and helpers
 	sessionsDone chan struct{}  // closed when sessions reach 0 after close
@@ -96,11 +97,6 @@ func (c *conn) serve(parent context.Context) {
 	c.log.Info("login", "fingerprint", fp, "account", c.accountName(), "client", string(sc.ClientVersion()))
 	c.touch()
 
-	c.wg.Add(1)
-	go func() {
-		defer c.wg.Done()
-		c.globalRequests(reqs)
-	}()
 	stopTimers := c.startTimers()
 	closerDone := make(chan struct{})
 	stopCloser := context.AfterFunc(c.ctx, func() {
@@ -108,8 +104,23 @@ func (c *conn) serve(parent context.Context) {
 		c.closeAfterSessions()
 	})
 
-	for nch := range chans {
-		c.dispatch(nch)
+	// One goroutine serves both new channels and global requests: an
+	// idle connection should cost as little as possible.
+	for chans != nil || reqs != nil {
+		select {
+		case nch, ok := <-chans:
+			if !ok {
+				chans = nil
+				continue
+			}
+			c.dispatch(nch)
+		case req, ok := <-reqs:
+			if !ok {
+				reqs = nil
+				continue
+			}
+			c.globalRequest(req)
+		}
 	}
 	c.cancel(errors.New("connection closed"))
 	stopTimers()
@@ -233,23 +244,21 @@ func (c *conn) publicKey(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permiss
 	return nil, errDenied
 }
 
-// globalRequests answers connection-level requests: remote forwarding
-// (-R) is refused, keepalives are acknowledged.
-func (c *conn) globalRequests(reqs <-chan *ssh.Request) {
-	for req := range reqs {
-		c.touch()
-		switch req.Type {
-		case "tcpip-forward", "streamlocal-forward@openssh.com":
-			c.log.Info("remote forwarding refused", "type", req.Type)
+// globalRequest answers a connection-level request: remote forwarding
+// (-R) is refused, keepalives are acknowledged. It must not block.
+func (c *conn) globalRequest(req *ssh.Request) {
+	c.touch()
+	switch req.Type {
+	case "tcpip-forward", "streamlocal-forward@openssh.com":
+		c.log.Info("remote forwarding refused", "type", req.Type)
+		_ = req.Reply(false, nil)
+	case "no-more-sessions@openssh.com":
+		c.mu.Lock()
+		c.noMoreSess = true
+		c.mu.Unlock()
+	default:
+		if req.WantReply {
 			_ = req.Reply(false, nil)
-		case "no-more-sessions@openssh.com":
-			c.mu.Lock()
-			c.noMoreSess = true
-			c.mu.Unlock()
-		default:
-			if req.WantReply {
-				_ = req.Reply(false, nil)
-			}
 		}
 	}
 }
@@ -342,6 +351,25 @@ func (c *conn) dispatch(nch ssh.NewChannel) {
 		_ = nch.Reject(ssh.ResourceShortage, fmt.Sprintf("too many open channels on this connection (limit %d)", lim.MaxChannelsPerConn))
 		return
 	}
+	isSession := nch.ChannelType() == "session"
+	if isSession {
+		// Counted here, under the lock, so that a burst of opens cannot
+		// overshoot the limit.
+		reason := ""
+		switch {
+		case c.noMoreSess:
+			reason = "no more sessions on this connection"
+		case c.nsessions >= lim.MaxSessionsPerConn:
+			reason = fmt.Sprintf("too many sessions on this connection (limit %d)", lim.MaxSessionsPerConn)
+		}
+		if reason != "" {
+			c.mu.Unlock()
+			c.log.Warn("session refused", "reason", "max_sessions_per_conn", "limit", lim.MaxSessionsPerConn)
+			_ = nch.Reject(ssh.ResourceShortage, reason)
+			return
+		}
+		c.nsessions++
+	}
 	c.channels++
 	c.wg.Add(1)
 	c.mu.Unlock()
@@ -349,6 +377,9 @@ func (c *conn) dispatch(nch ssh.NewChannel) {
 	release := func() {
 		c.mu.Lock()
 		c.channels--
+		if isSession {
+			c.nsessions--
+		}
 		c.mu.Unlock()
 		c.wg.Done()
 	}

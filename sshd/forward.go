@@ -104,25 +104,11 @@ func (c *conn) splice(ch ssh.Channel, upstream net.Conn) (in, out int64) {
 }
 
 func (c *conn) copyCounted(dst io.Writer, src io.Reader, n interface{ Add(int64) int64 }) int64 {
-	bp := copyBufs.Get().(*[]byte)
-	defer copyBufs.Put(bp)
-	buf := *bp
-	var total int64
-	for {
-		nr, err := src.Read(buf)
-		if nr > 0 {
-			c.touch()
-			nw, werr := dst.Write(buf[:nr])
-			total += int64(nw)
-			n.Add(int64(nw))
-			if werr != nil {
-				return total
-			}
-		}
-		if err != nil {
-			return total
-		}
-	}
+	total, _ := session.Copy(dst, src, func(k int) {
+		n.Add(int64(k))
+		c.touch()
+	})
+	return total
 }
 
 // allowForward applies the forwarding policy and returns the address to

@@ -55,14 +55,15 @@ func (d *testDir) LookupTool(_ context.Context, name string) (*auth.Account, err
 }
 
 type fixture struct {
-	srv    *Server
-	addr   string
-	signer ssh.Signer
-	user   string
-	dir    *testDir
-	logs   *syncBuf
-	cancel context.CancelFunc
-	done   chan error
+	backend *local.Backend
+	srv     *Server
+	addr    string
+	signer  ssh.Signer
+	user    string
+	dir     *testDir
+	logs    *syncBuf
+	cancel  context.CancelFunc
+	done    chan error
 }
 
 type syncBuf struct {
@@ -114,7 +115,8 @@ func newFixture(t testing.TB, mutate func(*Settings)) *fixture {
 	}
 	logs := &syncBuf{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	srv, err := New(st, dir, local.New(log), log)
+	backend := local.New(log)
+	srv, err := New(st, dir, backend, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,7 +125,7 @@ func newFixture(t testing.TB, mutate func(*Settings)) *fixture {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	f := &fixture{srv: srv, addr: ln.Addr().String(), signer: signer, user: me.Username, dir: dir, logs: logs, cancel: cancel, done: make(chan error, 1)}
+	f := &fixture{backend: backend, srv: srv, addr: ln.Addr().String(), signer: signer, user: me.Username, dir: dir, logs: logs, cancel: cancel, done: make(chan error, 1)}
 	go func() { f.done <- srv.Serve(ctx, ln) }()
 	t.Cleanup(f.stop)
 	return f
@@ -134,6 +136,7 @@ func (f *fixture) stop() {
 	defer cancel()
 	_ = f.srv.Shutdown(ctx)
 	<-f.done
+	f.backend.Close()
 	f.cancel()
 }
 

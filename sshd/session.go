@@ -35,19 +35,6 @@ type sessionChan struct {
 
 func (c *conn) handleSession(nch ssh.NewChannel) {
 	lim := c.st.Limits
-	c.mu.Lock()
-	nsess := len(c.sessions)
-	noMore := c.noMoreSess
-	c.mu.Unlock()
-	switch {
-	case noMore:
-		_ = nch.Reject(ssh.Prohibited, "no more sessions on this connection")
-		return
-	case nsess >= lim.MaxSessionsPerConn:
-		c.log.Warn("session refused", "reason", "max_sessions_per_conn", "limit", lim.MaxSessionsPerConn)
-		_ = nch.Reject(ssh.ResourceShortage, fmt.Sprintf("too many sessions on this connection (limit %d)", lim.MaxSessionsPerConn))
-		return
-	}
 	if !c.srv.acquireUserSession(c.login.User, lim.MaxSessionsPerUser) {
 		c.log.Warn("session refused", "reason", "max_sessions_per_user", "limit", lim.MaxSessionsPerUser)
 		_ = nch.Reject(ssh.ResourceShortage, fmt.Sprintf("%s has too many open sessions (limit %d); close some and try again", c.login.User, lim.MaxSessionsPerUser))
@@ -292,7 +279,6 @@ func (s *sessionChan) run(ctx context.Context, kind, command string) {
 		s.tty.Resize = s.resize
 	}
 
-	stdinR, stdinW := io.Pipe()
 	req := session.Request{
 		User:    c.user,
 		Account: acct,
@@ -300,22 +286,16 @@ func (s *sessionChan) run(ctx context.Context, kind, command string) {
 		Env:     env,
 		TTY:     s.tty,
 		Signals: s.signals,
-		Stdin:   stdinR,
-		Stdout:  &countingWriter{w: s.ch, n: &c.bytesOut, c: c},
-		Stderr:  &countingWriter{w: s.ch.Stderr(), n: &c.bytesOut, c: c},
+		// The backend may still be blocked reading the channel when
+		// Run returns; finish closes the channel, which ends that Read.
+		Stdin:  &countingReader{r: s.ch, c: c},
+		Stdout: &countingWriter{w: s.ch, n: &c.bytesOut, c: c},
+		Stderr: &countingWriter{w: s.ch.Stderr(), n: &c.bytesOut, c: c},
 	}
 	log := s.log.With("kind", kind, "account", acct.Name)
 	log.Info("session start", "command", command, "pty", s.tty != nil)
 
-	var pump sync.WaitGroup
-	pump.Add(1)
-	go func() {
-		defer pump.Done()
-		s.pumpStdin(stdinW)
-	}()
-
 	st, err := c.srv.backend.Run(ctx, req)
-	stdinR.Close()
 	cut := context.Cause(ctx)
 	msg, byBastion := causeMessage(cut)
 	switch {
@@ -334,7 +314,6 @@ func (s *sessionChan) run(ctx context.Context, kind, command string) {
 	log.Info("session end", "exit_status", st.Code, "signal", string(st.Signal),
 		"duration", time.Since(start).Round(time.Millisecond), "bytes_in", c.bytesIn.Load(), "bytes_out", c.bytesOut.Load())
 	s.finish(st, !byBastion)
-	pump.Wait()
 }
 
 // finish sends EOF, the exit status (unless the session was cut) and
@@ -353,36 +332,19 @@ func (s *sessionChan) finish(st session.ExitStatus, report bool) {
 	_ = s.ch.Close()
 }
 
-// pumpStdin copies the client's input into the process's stdin pipe. It
-// ends when the client sends EOF or the channel closes.
-func (s *sessionChan) pumpStdin(w *io.PipeWriter) {
-	bp := copyBufs.Get().(*[]byte)
-	defer copyBufs.Put(bp)
-	buf := *bp
-	for {
-		n, err := s.ch.Read(buf)
-		if n > 0 {
-			s.c.bytesIn.Add(int64(n))
-			s.c.touch()
-			if _, werr := w.Write(buf[:n]); werr != nil {
-				// The process is gone; keep draining so the client is
-				// not stalled on window space.
-				_, _ = io.Copy(io.Discard, s.ch)
-				return
-			}
-		}
-		if err != nil {
-			if errors.Is(err, io.EOF) {
-				w.Close()
-			} else {
-				w.CloseWithError(err)
-			}
-			return
-		}
-	}
+type countingReader struct {
+	r io.Reader
+	c *conn
 }
 
-var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32*1024); return &b }}
+func (cr *countingReader) Read(p []byte) (int, error) {
+	n, err := cr.r.Read(p)
+	if n > 0 {
+		cr.c.bytesIn.Add(int64(n))
+		cr.c.touch()
+	}
+	return n, err
+}
 
 type countingWriter struct {
 	w io.Writer

@@ -211,6 +211,7 @@ func serve(cfg config.Config, cfgPath string, log *slog.Logger, su *startup) int
 			_ = srv.Shutdown(sctx)
 			cancel()
 			<-served
+			backend.Close()
 			log.Info("stopped")
 			return 0
 		}

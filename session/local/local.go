@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/bastion-ssh/bastion/session"
 )
 
@@ -35,12 +37,20 @@ type Backend struct {
 	log    *slog.Logger
 	asRoot bool
 	dialer net.Dialer
+
+	// readers are the stdin readers that may outlive a Run (see
+	// session.Request.Stdin); Close waits for them.
+	readers sync.WaitGroup
 }
 
 // New returns a local backend.
 func New(log *slog.Logger) *Backend {
 	return &Backend{log: log, asRoot: os.Geteuid() == 0}
 }
+
+// Close waits for the stdin readers of finished sessions; their streams
+// must have been closed.
+func (b *Backend) Close() { b.readers.Wait() }
 
 // SwitchesUser reports whether processes run as the account's uid (true
 // when bastion runs as root) or as bastion's own user.
@@ -59,7 +69,6 @@ func (b *Backend) Dial(ctx context.Context, _ session.Request, network, address 
 func (b *Backend) Run(ctx context.Context, r session.Request) (session.ExitStatus, error) {
 	cmd, err := b.command(r)
 	if err != nil {
-		r.Stdin.Close()
 		return session.ExitStatus{}, err
 	}
 	if r.TTY != nil {
@@ -119,24 +128,35 @@ func (b *Backend) command(r session.Request) (*exec.Cmd, error) {
 	return cmd, nil
 }
 
+// readStdin copies the session's input to the process in a goroutine
+// owned by the backend (it may outlive Run; see session.Request.Stdin).
+// done runs when the input ends or the process stops taking it.
+func (b *Backend) readStdin(dst io.Writer, src io.Reader, done func()) {
+	b.readers.Add(1)
+	go func() {
+		defer b.readers.Done()
+		_, _ = session.Copy(dst, src, nil)
+		done()
+	}()
+}
+
 // supervise waits for cmd, kills its process group when ctx ends, and
-// forwards signals. It returns when the process has exited.
-func (b *Backend) supervise(ctx context.Context, cmd *exec.Cmd, signals <-chan session.Signal) (session.ExitStatus, error) {
-	waited := make(chan error, 1)
-	go func() { waited <- cmd.Wait() }()
+// forwards signals and window sizes. It returns when the process has
+// exited.
+func (b *Backend) supervise(ctx context.Context, cmd *exec.Cmd, signals <-chan session.Signal, resize <-chan session.WindowSize, setSize func(session.WindowSize)) (session.ExitStatus, error) {
+	exited := waitExit(cmd.Process.Pid)
 	pid := cmd.Process.Pid
 	var killTimer <-chan time.Time
+	done := ctx.Done()
 	for {
 		select {
-		case err := <-waited:
-			return exitStatus(cmd, err)
-		case <-ctx.Done():
-			if killTimer == nil {
-				_ = syscall.Kill(-pid, syscall.SIGHUP)
-				_ = syscall.Kill(-pid, syscall.SIGCONT)
-				killTimer = time.After(killGrace)
-			}
-			ctx = context.WithoutCancel(ctx) // fire once
+		case <-exited:
+			return exitStatus(cmd, cmd.Wait())
+		case <-done:
+			_ = syscall.Kill(-pid, syscall.SIGHUP)
+			_ = syscall.Kill(-pid, syscall.SIGCONT)
+			killTimer = time.After(killGrace)
+			done = nil
 		case <-killTimer:
 			_ = syscall.Kill(-pid, syscall.SIGKILL)
 		case s, ok := <-signals:
@@ -147,11 +167,55 @@ func (b *Backend) supervise(ctx context.Context, cmd *exec.Cmd, signals <-chan s
 			if sig, known := signalNumber[s]; known {
 				_ = syscall.Kill(pid, sig)
 			}
+		case ws, ok := <-resize:
+			if !ok {
+				resize = nil
+				continue
+			}
+			setSize(ws)
 		}
 	}
 }
 
+// waitExit returns a channel closed when the child pid has exited (it is
+// then reaped by cmd.Wait). It waits on a pidfd through the runtime's
+// poller, so a waiting session costs a parked goroutine, not an OS thread
+// blocked in wait(2).
+func waitExit(pid int) <-chan struct{} {
+	ch := make(chan struct{})
+	fd, err := unix.PidfdOpen(pid, unix.PIDFD_NONBLOCK)
+	if err != nil {
+		// Old kernel: fall back to a blocking wait without reaping.
+		go func() {
+			var info unix.Siginfo
+			_ = unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
+			close(ch)
+		}()
+		return ch
+	}
+	f := os.NewFile(uintptr(fd), "pidfd")
+	go func() {
+		defer close(ch)
+		defer f.Close()
+		rc, err := f.SyscallConn()
+		if err != nil {
+			return
+		}
+		// The pidfd becomes readable when the process exits; asking
+		// waitid (without reaping) makes a missed wake-up impossible.
+		_ = rc.Read(func(pfd uintptr) bool {
+			var info unix.Siginfo
+			err := unix.Waitid(unix.P_PIDFD, int(pfd), &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil)
+			return err != nil || info.Signo != 0
+		})
+	}()
+	return ch
+}
+
 func exitStatus(cmd *exec.Cmd, err error) (session.ExitStatus, error) {
+	if cmd.ProcessState == nil {
+		return session.ExitStatus{}, fmt.Errorf("wait: %w", err)
+	}
 	ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus)
 	if !ok {
 		return session.ExitStatus{}, fmt.Errorf("wait: %w", err)
@@ -163,7 +227,6 @@ func exitStatus(cmd *exec.Cmd, err error) (session.ExitStatus, error) {
 }
 
 func (b *Backend) runPipes(ctx context.Context, cmd *exec.Cmd, r session.Request) (session.ExitStatus, error) {
-	defer r.Stdin.Close()
 	stdinR, stdinW, err := os.Pipe()
 	if err != nil {
 		return session.ExitStatus{}, fmt.Errorf("stdin pipe: %w", err)
@@ -185,17 +248,13 @@ func (b *Backend) runPipes(ctx context.Context, cmd *exec.Cmd, r session.Request
 		closeAll(stdinW, stdoutR, stderrR)
 		return session.ExitStatus{}, startError(cmd, err)
 	}
+	b.readStdin(stdinW, r.Stdin, func() { stdinW.Close() }) // EOF for the process
 
-	var wg sync.WaitGroup
-	wg.Add(3)
+	var out sync.WaitGroup
+	out.Add(2)
 	go func() {
-		defer wg.Done()
-		copyBuffered(stdinW, r.Stdin)
-		stdinW.Close() // EOF for the process
-	}()
-	go func() {
-		defer wg.Done()
-		copyBuffered(r.Stdout, stdoutR)
+		defer out.Done()
+		_, _ = session.Copy(r.Stdout, stdoutR, nil)
 		stdoutR.Close()
 	}()
 	stderr := r.Stderr
@@ -203,22 +262,22 @@ func (b *Backend) runPipes(ctx context.Context, cmd *exec.Cmd, r session.Request
 		stderr = io.Discard
 	}
 	go func() {
-		defer wg.Done()
-		copyBuffered(stderr, stderrR)
+		defer out.Done()
+		_, _ = session.Copy(stderr, stderrR, nil)
 		stderrR.Close()
 	}()
-	st, err := b.supervise(ctx, cmd, r.Signals)
-	// Output is read to EOF (like sshd, a background job that keeps
-	// stdout open keeps the session open) unless the session is cancelled.
+	st, err := b.supervise(ctx, cmd, r.Signals, nil, nil)
+	// The process is gone: stop feeding it. Output is read to EOF (like
+	// sshd, a background job that keeps stdout open keeps the session
+	// open) unless the session is cancelled.
+	stdinW.Close()
 	outDone := make(chan struct{})
-	go func() { wg.Wait(); close(outDone) }()
-	r.Stdin.Close()
+	go func() { out.Wait(); close(outDone) }()
 	select {
 	case <-outDone:
 	case <-ctx.Done():
-		stdoutR.SetReadDeadline(time.Now())
-		stderrR.SetReadDeadline(time.Now())
-		stdinW.SetWriteDeadline(time.Now())
+		_ = stdoutR.SetReadDeadline(time.Now())
+		_ = stderrR.SetReadDeadline(time.Now())
 		<-outDone
 	}
 	return st, err
@@ -253,5 +312,5 @@ func signalName(s syscall.Signal) session.Signal {
 		}
 	}
 	// Not an RFC 4254 name: report it the way OpenSSH does.
-	return session.Signal(strings.TrimPrefix(strings.ToUpper(unixSignalName(s)), "SIG") + "@openssh.com")
+	return session.Signal(strings.TrimPrefix(unix.SignalName(s), "SIG") + "@openssh.com")
 }

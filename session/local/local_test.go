@@ -31,8 +31,10 @@ func TestConformance(t *testing.T) {
 	}
 	sessiontest.Run(t, func(t *testing.T) sessiontest.Harness {
 		home := t.TempDir()
+		b := New(slog.New(slog.NewTextHandler(io.Discard, nil)))
 		return sessiontest.Harness{
-			Backend:    New(slog.New(slog.NewTextHandler(io.Discard, nil))),
+			Backend:    b,
+			Close:      b.Close,
 			Account:    auth.Account{Name: me.Username, UID: uid, GID: gid, Home: home, Shell: "/bin/sh"},
 			SFTPServer: sftp,
 			EchoAddr:   echo(t),

@@ -4,11 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
-	"sync"
-	"syscall"
 	"time"
 
 	"github.com/creack/pty"
@@ -18,7 +15,6 @@ import (
 )
 
 func (b *Backend) runPTY(ctx context.Context, cmd *exec.Cmd, r session.Request) (session.ExitStatus, error) {
-	defer r.Stdin.Close()
 	master, tty, err := openPTY()
 	if err != nil {
 		return session.ExitStatus{}, err
@@ -34,48 +30,26 @@ func (b *Backend) runPTY(ctx context.Context, cmd *exec.Cmd, r session.Request) 
 	if err != nil {
 		return session.ExitStatus{}, startError(cmd, err)
 	}
-
-	var wg sync.WaitGroup
-	stop := make(chan struct{})
-	wg.Add(3)
-	go func() {
-		defer wg.Done()
-		copyBuffered(master, r.Stdin)
-	}()
+	b.readStdin(master, r.Stdin, func() {})
 	outDone := make(chan struct{})
 	go func() {
-		defer wg.Done()
 		defer close(outDone)
-		copyBuffered(r.Stdout, master) // ends with EIO once every slave fd is closed
-	}()
-	go func() {
-		defer wg.Done()
-		for {
-			select {
-			case <-stop:
-				return
-			case ws, ok := <-r.TTY.Resize:
-				if !ok {
-					return
-				}
-				setSize(master, ws)
-			}
-		}
+		_, _ = session.Copy(r.Stdout, master, nil) // ends with EIO once every slave fd is closed
 	}()
 
-	st, err := b.supervise(ctx, cmd, r.Signals)
+	st, err := b.supervise(ctx, cmd, r.Signals, r.TTY.Resize, func(ws session.WindowSize) { setSize(master, ws) })
 	// Drain what the process wrote before it exited; a background job
 	// still holding the terminal does not keep the session open.
+	t := time.NewTimer(drainAfterExit)
 	select {
 	case <-outDone:
-	case <-time.After(drainAfterExit):
+	case <-t.C:
 	case <-ctx.Done():
 	}
-	master.SetReadDeadline(time.Now())
-	master.SetWriteDeadline(time.Now())
-	r.Stdin.Close()
-	close(stop)
-	wg.Wait()
+	t.Stop()
+	_ = master.SetReadDeadline(time.Now())
+	_ = master.SetWriteDeadline(time.Now())
+	<-outDone
 	return st, err
 }
 
@@ -180,15 +154,3 @@ func applyModes(tty *os.File, modes map[uint8]uint32) {
 	}
 	_ = unix.IoctlSetTermios(int(tty.Fd()), unix.TCSETS, t)
 }
-
-var bufPool = sync.Pool{New: func() any { b := make([]byte, 32*1024); return &b }}
-
-// copyBuffered copies src to dst with a pooled buffer until either side
-// fails. Errors end the copy; the caller decides what they mean.
-func copyBuffered(dst io.Writer, src io.Reader) {
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
-	_, _ = io.CopyBuffer(struct{ io.Writer }{dst}, struct{ io.Reader }{src}, *bp)
-}
-
-func unixSignalName(s syscall.Signal) string { return unix.SignalName(s) }

@@ -28,6 +28,17 @@ type Harness struct {
 	// SignalAsExitCode: the backend reports death by signal N as exit
 	// code 128+N (Kubernetes exec does) instead of ExitStatus.Signal.
 	SignalAsExitCode bool
+	// Close, if set, is called at the end of each subtest, after every
+	// stream was closed; it must wait for the backend's goroutines.
+	Close func()
+}
+
+func harness(t *testing.T, newHarness func(t *testing.T) Harness) Harness {
+	h := newHarness(t)
+	if h.Close != nil {
+		t.Cleanup(h.Close)
+	}
+	return h
 }
 
 // result is what one Run produced.
@@ -62,7 +73,7 @@ func request(h Harness, command, stdin string) session.Request {
 		Account: h.Account,
 		Command: command,
 		Env:     map[string]string{"LANG": "C"},
-		Stdin:   io.NopCloser(strings.NewReader(stdin)),
+		Stdin:   strings.NewReader(stdin),
 	}
 }
 
@@ -79,7 +90,7 @@ func run(t *testing.T, h Harness, r session.Request) result {
 // Run runs the conformance suite. newHarness is called once per subtest.
 func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 	t.Run("ExitCodes", func(t *testing.T) {
-		h := newHarness(t)
+		h := harness(t, newHarness)
 		for _, c := range []struct {
 			cmd  string
 			want int
@@ -91,21 +102,21 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 		}
 	})
 	t.Run("StdoutStderrApart", func(t *testing.T) {
-		h := newHarness(t)
+		h := harness(t, newHarness)
 		r := run(t, h, request(h, "echo out; echo err >&2", ""))
 		if r.stdout != "out\n" || r.stderr != "err\n" {
 			t.Errorf("stdout %q stderr %q", r.stdout, r.stderr)
 		}
 	})
 	t.Run("StdinEOF", func(t *testing.T) {
-		h := newHarness(t)
+		h := harness(t, newHarness)
 		r := run(t, h, request(h, "cat; echo END", "hello\nworld\n"))
 		if r.err != nil || r.stdout != "hello\nworld\nEND\n" {
 			t.Errorf("stdout %q err %v", r.stdout, r.err)
 		}
 	})
 	t.Run("ExitBeforeStdinEOF", func(t *testing.T) {
-		h := newHarness(t)
+		h := harness(t, newHarness)
 		req := request(h, "echo done", "")
 		pr, pw := io.Pipe() // never written: like a terminal nobody types in
 		defer pw.Close()
@@ -122,7 +133,7 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 		}
 	})
 	t.Run("LargeOutput", func(t *testing.T) {
-		h := newHarness(t)
+		h := harness(t, newHarness)
 		const n = 16 << 20
 		r := run(t, h, request(h, fmt.Sprintf("head -c %d /dev/zero", n), ""))
 		if r.err != nil || len(r.stdout) != n {
@@ -130,7 +141,7 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 		}
 	})
 	t.Run("LargeInput", func(t *testing.T) {
-		h := newHarness(t)
+		h := harness(t, newHarness)
 		in := strings.Repeat("0123456789abcdef", 1<<20)
 		r := run(t, h, request(h, "wc -c", in))
 		if r.err != nil || strings.TrimSpace(r.stdout) != fmt.Sprint(len(in)) {
@@ -138,7 +149,7 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 		}
 	})
 	t.Run("KilledBySignal", func(t *testing.T) {
-		h := newHarness(t)
+		h := harness(t, newHarness)
 		r := run(t, h, request(h, "kill -TERM $$", ""))
 		if h.SignalAsExitCode {
 			if r.st.Code != 143 && r.st.Signal != "TERM" {
@@ -151,7 +162,7 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 		}
 	})
 	t.Run("Environment", func(t *testing.T) {
-		h := newHarness(t)
+		h := harness(t, newHarness)
 		r := run(t, h, request(h, `echo "$HOME|$USER|$LOGNAME|$LANG"; pwd`, ""))
 		a := h.Account
 		want := fmt.Sprintf("%s|%s|%s|C\n%s\n", a.Home, a.Name, a.Name, a.Home)
@@ -160,7 +171,7 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 		}
 	})
 	t.Run("TTYAndResize", func(t *testing.T) {
-		h := newHarness(t)
+		h := harness(t, newHarness)
 		resize := make(chan session.WindowSize, 1)
 		req := request(h, `echo "TERM=$TERM"; tty >/dev/null && echo TTY; while :; do stty size; sleep 0.1; done`, "")
 		pr, pw := io.Pipe()
@@ -187,7 +198,7 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 		}
 	})
 	t.Run("CancelKills", func(t *testing.T) {
-		h := newHarness(t)
+		h := harness(t, newHarness)
 		ctx, cancel := context.WithCancel(context.Background())
 		req := request(h, "echo started; sleep 300", "")
 		var out syncBuffer
@@ -203,11 +214,11 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 		}
 	})
 	t.Run("SFTPRoundTrip", func(t *testing.T) {
-		h := newHarness(t)
+		h := harness(t, newHarness)
 		testSFTP(t, h)
 	})
 	t.Run("Dial", func(t *testing.T) {
-		h := newHarness(t)
+		h := harness(t, newHarness)
 		if h.EchoAddr == "" {
 			t.Skip("harness has no echo address")
 		}
