@@ -13,7 +13,6 @@ import (
 	"syscall"
 
 	"github.com/bastion-ssh/bastion/config"
-	"github.com/bastion-ssh/bastion/session/local"
 	"github.com/bastion-ssh/bastion/sshd"
 )
 
@@ -157,9 +156,10 @@ func serve(cfg config.Config, cfgPath string, log *slog.Logger, su *startup) int
 		return 1
 	}
 	defer closeDir()
-	backend := local.New(log.With("backend", "local"))
-	if !backend.SwitchesUser() {
-		log.Warn("bastion is not running as root: every session runs as bastion's own user, whatever account it logs in to", "uid", os.Getuid())
+	backend, closeBackend, err := openBackend(ctx, cfg, log)
+	if err != nil {
+		log.Error("cannot start backend", "key", "backend", "err", err)
+		return 1
 	}
 	srv, err := sshd.New(settingsFrom(cfg, signers), dir, backend, log)
 	if err != nil {
@@ -211,7 +211,7 @@ func serve(cfg config.Config, cfgPath string, log *slog.Logger, su *startup) int
 			_ = srv.Shutdown(sctx)
 			cancel()
 			<-served
-			backend.Close()
+			closeBackend()
 			log.Info("stopped")
 			return 0
 		}
