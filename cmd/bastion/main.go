@@ -161,6 +161,7 @@ func serve(cfg config.Config, cfgPath string, log *slog.Logger, su *startup) int
 		log.Error("cannot start backend", "key", "backend", "err", err)
 		return 1
 	}
+	defer closeBackend() // runs after the server has stopped
 	srv, err := sshd.New(settingsFrom(cfg, signers), dir, backend, log)
 	if err != nil {
 		log.Error("cannot start server", "err", err)
@@ -211,7 +212,6 @@ func serve(cfg config.Config, cfgPath string, log *slog.Logger, su *startup) int
 			_ = srv.Shutdown(sctx)
 			cancel()
 			<-served
-			closeBackend()
 			log.Info("stopped")
 			return 0
 		}
