@@ -20,7 +20,11 @@ type Config struct {
 	Directory  Directory  `yaml:"directory"`
 	LDAP       LDAP       `yaml:"ldap"`
 	Backend    Backend    `yaml:"backend"`
+	Kube       Kube       `yaml:"kube"`
 	Log        Log        `yaml:"log"`
+	Ops        Ops        `yaml:"ops"`
+	Audit      Audit      `yaml:"audit"`
+	Recording  Recording  `yaml:"recording"`
 }
 
 // Default returns the configuration used when a key is not set.
@@ -32,7 +36,11 @@ func Default() Config {
 		Directory:  defaultDirectory(),
 		LDAP:       defaultLDAP(),
 		Backend:    defaultBackend(),
+		Kube:       defaultKube(),
 		Log:        Log{Format: "json", Level: "info"},
+		Ops:        defaultOps(),
+		Audit:      defaultAudit(),
+		Recording:  defaultRecording(),
 	}
 }
 
@@ -94,7 +102,12 @@ func (c *Config) resolvePaths(dir string) {
 		abs(&c.SSH.HostKeys[i])
 	}
 	abs(&c.Directory.File)
+	abs(&c.Recording.Dir)
+	if o := c.Audit.Output; o != "stdout" && o != "stderr" {
+		abs(&c.Audit.Output)
+	}
 	c.LDAP.resolvePaths(abs)
+	c.Kube.resolvePaths(abs)
 }
 
 // Problems collects validation errors with their key paths.
@@ -119,7 +132,10 @@ func (c *Config) Validate() error {
 	if c.Directory.Type == "ldap" {
 		c.LDAP.validate(&p, "ldap")
 	}
-	c.Backend.validate(&p, "backend")
+	c.validateBackend(&p)
+	c.Ops.validate(&p, "ops")
+	c.Audit.validate(&p, "audit")
+	c.Recording.validate(&p, "recording")
 	switch c.Log.Format {
 	case "json", "text":
 	default:

@@ -78,6 +78,10 @@ ldap:
   bind_password_file: %s
   base_dn: %s
   kill_switch_file: block-ldap-key-lookup
+ops:
+  listen: 127.0.0.1:0
+audit:
+  output: audit.log
 log:
   format: text
   level: debug

@@ -14,7 +14,9 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/bastion-ssh/bastion/audit"
 	"github.com/bastion-ssh/bastion/auth"
+	"github.com/bastion-ssh/bastion/ops"
 )
 
 // lookupTimeout bounds one directory lookup during authentication.
@@ -58,6 +60,7 @@ type conn struct {
 	wg           sync.WaitGroup // channel handlers and helpers
 	sessionsDone chan struct{}  // closed when sessions reach 0 after close
 	missedAlive  atomic.Int32
+	recSeq       atomic.Int32
 }
 
 func newConn(s *Server, nc net.Conn, src netip.Addr, st *settings) *conn {
@@ -95,6 +98,9 @@ func (c *conn) serve(parent context.Context) {
 	fp := sc.Permissions.Extensions["fp"]
 	c.log = c.log.With("user", sc.User())
 	c.log.Info("login", "fingerprint", fp, "account", c.accountName(), "client", string(sc.ClientVersion()))
+	ops.AuthAttempts.WithLabelValues("publickey", "success").Inc()
+	c.srv.audit.Emit(audit.Event{Type: audit.AuthSuccess, Conn: c.id, Remote: c.nc.RemoteAddr().String(),
+		User: c.login.User, Account: c.accountName(), Method: "publickey", Fingerprint: fp})
 	c.touch()
 
 	stopTimers := c.startTimers()
@@ -154,6 +160,10 @@ func (c *conn) logHandshakeError(err error) {
 // sessions (cancelled with it) get a moment to tell their users why,
 // then the transport is closed.
 func (c *conn) closeAfterSessions() {
+	var cut *cutCause
+	if errors.As(context.Cause(c.ctx), &cut) {
+		ops.SessionsCut.WithLabelValues(cut.reason).Inc()
+	}
 	c.mu.Lock()
 	c.closed = true
 	if len(c.sessions) > 0 {
@@ -216,6 +226,7 @@ func (c *conn) publicKey(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permiss
 	login, err := auth.ParseLogin(meta.User())
 	if err != nil {
 		c.userErr = fmt.Errorf("invalid user name %q: %w", meta.User(), err)
+		c.authFailed(meta.User(), fp, "invalid_name", "invalid user name")
 		return nil, errDenied
 	}
 	if c.user == nil || c.login.User != login.User {
@@ -225,9 +236,15 @@ func (c *conn) publicKey(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permiss
 		if err != nil {
 			c.userErr = fmt.Errorf("lookup %s: %w", login.User, err)
 			c.log.Info("authentication failed", "user", login.User, "fingerprint", fp, "reason", err.Error())
-			if errors.Is(err, auth.ErrUnavailable) || errors.Is(err, auth.ErrBlocked) {
+			switch {
+			case errors.Is(err, auth.ErrUnavailable):
+				c.authFailed(login.User, fp, "unavailable", err.Error())
+				return nil, &ssh.BannerError{Err: err, Message: "bastion: " + auth.UserMessage(err) + "\r\n"}
+			case errors.Is(err, auth.ErrBlocked):
+				c.authFailed(login.User, fp, "blocked", err.Error())
 				return nil, &ssh.BannerError{Err: err, Message: "bastion: " + auth.UserMessage(err) + "\r\n"}
 			}
+			c.authFailed(login.User, fp, "denied", err.Error())
 			return nil, errDenied
 		}
 		c.user = u
@@ -241,7 +258,16 @@ func (c *conn) publicKey(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permiss
 	}
 	c.userErr = fmt.Errorf("key %s is not one of %s's keys", fp, login.User)
 	c.log.Info("authentication failed", "user", login.User, "fingerprint", fp, "reason", "key not authorized")
+	c.authFailed(login.User, fp, "denied", "key not authorized")
 	return nil, errDenied
+}
+
+// authFailed counts and audits one failed attempt. result is the bounded
+// metric label; reason is the detail for the audit log.
+func (c *conn) authFailed(user, fp, result, reason string) {
+	ops.AuthAttempts.WithLabelValues("publickey", result).Inc()
+	c.srv.audit.Emit(audit.Event{Type: audit.AuthFailure, Conn: c.id, Remote: c.nc.RemoteAddr().String(),
+		User: user, Method: "publickey", Fingerprint: fp, Reason: reason})
 }
 
 // globalRequest answers a connection-level request: remote forwarding
@@ -276,7 +302,7 @@ func (c *conn) startTimers() (stop func()) {
 	}
 	if lim.MaxSessionDuration > 0 {
 		add(time.AfterFunc(lim.MaxSessionDuration, func() {
-			c.cancel(userCause(fmt.Sprintf("maximum session duration of %s reached; log in again to continue", lim.MaxSessionDuration)))
+			c.cancel(userCause("max_session_duration", fmt.Sprintf("maximum session duration of %s reached; log in again to continue", lim.MaxSessionDuration)))
 		}))
 	}
 	if lim.IdleTimeout > 0 {
@@ -284,7 +310,7 @@ func (c *conn) startTimers() (stop func()) {
 		t = time.AfterFunc(lim.IdleTimeout, func() {
 			idle := time.Since(time.Unix(0, c.lastActivity.Load()))
 			if idle >= lim.IdleTimeout {
-				c.cancel(userCause(fmt.Sprintf("idle timeout: no input or output for %s", lim.IdleTimeout)))
+				c.cancel(userCause("idle_timeout", fmt.Sprintf("idle timeout: no input or output for %s", lim.IdleTimeout)))
 				return
 			}
 			t.Reset(lim.IdleTimeout - idle)
@@ -296,7 +322,7 @@ func (c *conn) startTimers() (stop func()) {
 		t = time.AfterFunc(lim.KeepaliveInterval, func() {
 			if int(c.missedAlive.Load()) >= lim.KeepaliveCountMax {
 				c.log.Info("client stopped answering keepalives", "missed", lim.KeepaliveCountMax)
-				c.cancel(userCause("the connection stopped answering keepalives"))
+				c.cancel(userCause("keepalive", "the connection stopped answering keepalives"))
 				return
 			}
 			c.missedAlive.Add(1)
@@ -348,6 +374,7 @@ func (c *conn) dispatch(nch ssh.NewChannel) {
 	if c.channels >= lim.MaxChannelsPerConn {
 		c.mu.Unlock()
 		c.log.Warn("channel refused", "type", nch.ChannelType(), "reason", "max_channels_per_conn")
+		ops.SessionsRefused.WithLabelValues("max_channels_per_conn").Inc()
 		_ = nch.Reject(ssh.ResourceShortage, fmt.Sprintf("too many open channels on this connection (limit %d)", lim.MaxChannelsPerConn))
 		return
 	}
@@ -365,6 +392,7 @@ func (c *conn) dispatch(nch ssh.NewChannel) {
 		if reason != "" {
 			c.mu.Unlock()
 			c.log.Warn("session refused", "reason", "max_sessions_per_conn", "limit", lim.MaxSessionsPerConn)
+			ops.SessionsRefused.WithLabelValues("max_sessions_per_conn").Inc()
 			_ = nch.Reject(ssh.ResourceShortage, reason)
 			return
 		}

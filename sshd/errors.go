@@ -7,16 +7,22 @@ import (
 
 var syscallEMFILE = syscall.EMFILE
 
-// userCause is a cancellation cause whose text is shown to the user.
-type userCause string
+// cutCause is a cancellation cause whose text is shown to the user; reason
+// is its bounded metric label.
+type cutCause struct {
+	reason string
+	msg    string
+}
 
-func (c userCause) Error() string { return string(c) }
+func (c *cutCause) Error() string { return c.msg }
+
+func userCause(reason, msg string) error { return &cutCause{reason: reason, msg: msg} }
 
 // causeMessage returns the user-facing text of a cancellation cause.
 func causeMessage(err error) (string, bool) {
-	var uc userCause
+	var uc *cutCause
 	if errors.As(err, &uc) {
-		return string(uc), true
+		return uc.msg, true
 	}
 	return "", false
 }

@@ -13,7 +13,9 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/bastion-ssh/bastion/audit"
 	"github.com/bastion-ssh/bastion/config"
+	"github.com/bastion-ssh/bastion/ops"
 	"github.com/bastion-ssh/bastion/session"
 )
 
@@ -37,6 +39,9 @@ func (c *conn) handleDirectTCPIP(nch ssh.NewChannel) {
 	addr, err := allowForward(c.ctx, c.st.rules, m.Host, m.Port)
 	if err != nil {
 		log.Warn("forward denied", "reason", err.Error())
+		ops.Forwards.WithLabelValues("denied").Inc()
+		c.srv.audit.Emit(audit.Event{Type: audit.ForwardDeny, Conn: c.id, User: c.login.User, Account: c.accountName(),
+			Destination: dest, Reason: err.Error()})
 		_ = nch.Reject(ssh.Prohibited, "bastion: forwarding to "+dest+" is not allowed: "+err.Error())
 		return
 	}
@@ -46,6 +51,7 @@ func (c *conn) handleDirectTCPIP(nch ssh.NewChannel) {
 	cancel()
 	if err != nil {
 		log.Warn("forward failed", "err", err)
+		ops.Forwards.WithLabelValues("failed").Inc()
 		msg := "bastion: cannot connect to " + dest
 		if um, ok := session.UserMessage(err); ok {
 			msg = "bastion: " + um
@@ -65,10 +71,18 @@ func (c *conn) handleDirectTCPIP(nch ssh.NewChannel) {
 		ssh.DiscardRequests(reqs) // ends when ch closes
 	}()
 	log.Info("forward open")
+	ops.Forwards.WithLabelValues("opened").Inc()
+	active := ops.SessionsActive.WithLabelValues(c.st.BackendName, "forward")
+	active.Inc()
+	c.srv.audit.Emit(audit.Event{Type: audit.ForwardOpen, Conn: c.id, User: c.login.User, Account: c.accountName(), Destination: dest})
 	start := time.Now()
 	in, out := c.splice(ch, upstream)
 	wg.Wait()
-	log.Info("forward close", "bytes_in", in, "bytes_out", out, "duration", time.Since(start).Round(time.Millisecond))
+	active.Dec()
+	d := time.Since(start)
+	log.Info("forward close", "bytes_in", in, "bytes_out", out, "duration", d.Round(time.Millisecond))
+	c.srv.audit.Emit(audit.Event{Type: audit.ForwardClose, Conn: c.id, User: c.login.User, Account: c.accountName(),
+		Destination: dest, BytesIn: in, BytesOut: out, DurationMS: d.Milliseconds()})
 }
 
 // splice copies both ways with half-closes, and returns when both
@@ -78,7 +92,7 @@ func (c *conn) splice(ch ssh.Channel, upstream net.Conn) (in, out int64) {
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		in = c.copyCounted(upstream, ch, &c.bytesIn)
+		in = c.copyCounted(upstream, ch, &c.bytesIn, bytesIn)
 		if cw, ok := upstream.(interface{ CloseWrite() error }); ok {
 			_ = cw.CloseWrite()
 		} else {
@@ -87,7 +101,7 @@ func (c *conn) splice(ch ssh.Channel, upstream net.Conn) (in, out int64) {
 	}()
 	go func() {
 		defer wg.Done()
-		out = c.copyCounted(ch, upstream, &c.bytesOut)
+		out = c.copyCounted(ch, upstream, &c.bytesOut, bytesOut)
 		_ = ch.CloseWrite()
 	}()
 	done := make(chan struct{})
@@ -103,9 +117,10 @@ func (c *conn) splice(ch ssh.Channel, upstream net.Conn) (in, out int64) {
 	return in, out
 }
 
-func (c *conn) copyCounted(dst io.Writer, src io.Reader, n interface{ Add(int64) int64 }) int64 {
+func (c *conn) copyCounted(dst io.Writer, src io.Reader, n interface{ Add(int64) int64 }, metric interface{ Add(float64) }) int64 {
 	total, _ := session.Copy(dst, src, func(k int) {
 		n.Add(int64(k))
+		metric.Add(float64(k))
 		c.touch()
 	})
 	return total

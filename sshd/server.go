@@ -11,8 +11,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/bastion-ssh/bastion/audit"
 	"github.com/bastion-ssh/bastion/auth"
 	"github.com/bastion-ssh/bastion/config"
+	"github.com/bastion-ssh/bastion/ops"
 	"github.com/bastion-ssh/bastion/session"
 )
 
@@ -26,6 +28,7 @@ type Settings struct {
 	Limits     config.Limits
 	Forwarding config.Forwarding
 	HostKeys   HostKeys
+	Recording  config.Recording
 	// BackendName labels sessions in logs ("local", "kube").
 	BackendName string
 }
@@ -35,12 +38,21 @@ type settings struct {
 	rules []config.ForwardRule
 }
 
+// Deps are the server's collaborators.
+type Deps struct {
+	Directory auth.Directory
+	Backend   session.Backend
+	// Audit receives audit events; nil disables them.
+	Audit *audit.Log
+}
+
 // Server is an SSH server. Create it with New, run it with Serve, stop it
 // with Shutdown.
 type Server struct {
 	log     *slog.Logger
 	dir     auth.Directory
 	backend session.Backend
+	audit   *audit.Log
 
 	cur atomic.Pointer[settings]
 
@@ -57,11 +69,12 @@ type Server struct {
 }
 
 // New returns a server. It does not listen yet.
-func New(st Settings, dir auth.Directory, backend session.Backend, log *slog.Logger) (*Server, error) {
+func New(st Settings, deps Deps, log *slog.Logger) (*Server, error) {
 	s := &Server{
 		log:       log,
-		dir:       dir,
-		backend:   backend,
+		dir:       deps.Directory,
+		backend:   deps.Backend,
+		audit:     deps.Audit,
 		listeners: make(map[net.Listener]struct{}),
 		conns:     make(map[*conn]struct{}),
 		perSource: make(map[netip.Addr]int),
@@ -143,7 +156,7 @@ func (s *Server) admit(ctx context.Context, nc net.Conn) {
 	reason := ""
 	switch {
 	case s.draining:
-		reason = "shutting down"
+		reason = "shutting_down"
 	case s.unauth >= st.Limits.MaxStartups:
 		reason = "max_startups"
 	case s.perSource[src] >= st.Limits.MaxConnsPerSource:
@@ -151,6 +164,7 @@ func (s *Server) admit(ctx context.Context, nc net.Conn) {
 	}
 	if reason != "" {
 		s.mu.Unlock()
+		ops.ConnectionsRejected.WithLabelValues(reason).Inc()
 		s.log.Warn("connection refused", "remote", nc.RemoteAddr().String(), "reason", reason)
 		nc.Close()
 		return
@@ -162,8 +176,11 @@ func (s *Server) admit(ctx context.Context, nc net.Conn) {
 	s.connWG.Add(1)
 	s.mu.Unlock()
 
+	ops.ConnectionsTotal.WithLabelValues().Inc()
+	ops.ConnectionsActive.WithLabelValues().Inc()
 	go func() {
 		defer s.connWG.Done()
+		defer ops.ConnectionsActive.WithLabelValues().Dec()
 		c.serve(ctx)
 		s.mu.Lock()
 		delete(s.conns, c)
@@ -233,7 +250,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.mu.Lock()
 	for c := range s.conns {
-		c.cancel(userCause("the server shut down"))
+		c.cancel(userCause("shutdown", "the server shut down"))
 	}
 	s.mu.Unlock()
 	<-done

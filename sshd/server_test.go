@@ -116,7 +116,7 @@ func newFixture(t testing.TB, mutate func(*Settings)) *fixture {
 	logs := &syncBuf{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	backend := local.New(log)
-	srv, err := New(st, dir, backend, log)
+	srv, err := New(st, Deps{Directory: dir, Backend: backend}, log)
 	if err != nil {
 		t.Fatal(err)
 	}

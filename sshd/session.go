@@ -9,11 +9,15 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/bastion-ssh/bastion/audit"
 	"github.com/bastion-ssh/bastion/auth"
+	"github.com/bastion-ssh/bastion/ops"
+	"github.com/bastion-ssh/bastion/recording"
 	"github.com/bastion-ssh/bastion/session"
 )
 
@@ -31,12 +35,16 @@ type sessionChan struct {
 
 	isPTY   bool
 	writeMu sync.Mutex // serializes tell with itself
+
+	bytesIn, bytesOut atomic.Int64
+	rec               atomic.Pointer[recording.Recorder]
 }
 
 func (c *conn) handleSession(nch ssh.NewChannel) {
 	lim := c.st.Limits
 	if !c.srv.acquireUserSession(c.login.User, lim.MaxSessionsPerUser) {
 		c.log.Warn("session refused", "reason", "max_sessions_per_user", "limit", lim.MaxSessionsPerUser)
+		ops.SessionsRefused.WithLabelValues("max_sessions_per_user").Inc()
 		_ = nch.Reject(ssh.ResourceShortage, fmt.Sprintf("%s has too many open sessions (limit %d); close some and try again", c.login.User, lim.MaxSessionsPerUser))
 		return
 	}
@@ -146,6 +154,9 @@ func (c *conn) handleSession(nch ssh.NewChannel) {
 }
 
 func (s *sessionChan) sendResize(ws session.WindowSize) {
+	if rec := s.rec.Load(); rec != nil {
+		rec.Resize(int(ws.Cols), int(ws.Rows))
+	}
 	for {
 		select {
 		case s.resize <- ws:
@@ -251,6 +262,7 @@ func (s *sessionChan) resolveAccount(ctx context.Context, kind, command string) 
 	}
 	if kind == "become" {
 		s.log.Info("become", "tool", tool)
+		c.srv.audit.Emit(audit.Event{Type: audit.Become, Conn: c.id, User: u.Name, Account: ta.Name, Command: audit.Str(cmd)})
 	}
 	return *ta, cmd, nil
 }
@@ -275,8 +287,15 @@ func (s *sessionChan) run(ctx context.Context, kind, command string) {
 		env["SSH_CONNECTION"] = fmt.Sprintf("%s %d %s %d", remote.IP, remote.Port, local.IP, local.Port)
 		env["SSH_CLIENT"] = fmt.Sprintf("%s %d %d", remote.IP, remote.Port, local.Port)
 	}
+	var stdout io.Writer = &countingWriter{w: s.ch, s: s}
+	var recPath string
 	if s.tty != nil {
 		s.tty.Resize = s.resize
+		if rec := s.startRecording(acct, command, start); rec != nil {
+			defer rec.Close()
+			recPath = rec.Path()
+			stdout = &teeWriter{w: stdout, rec: rec}
+		}
 	}
 
 	req := session.Request{
@@ -288,12 +307,16 @@ func (s *sessionChan) run(ctx context.Context, kind, command string) {
 		Signals: s.signals,
 		// The backend may still be blocked reading the channel when
 		// Run returns; finish closes the channel, which ends that Read.
-		Stdin:  &countingReader{r: s.ch, c: c},
-		Stdout: &countingWriter{w: s.ch, n: &c.bytesOut, c: c},
-		Stderr: &countingWriter{w: s.ch.Stderr(), n: &c.bytesOut, c: c},
+		Stdin:  &countingReader{r: s.ch, s: s},
+		Stdout: stdout,
+		Stderr: &countingWriter{w: s.ch.Stderr(), s: s},
 	}
 	log := s.log.With("kind", kind, "account", acct.Name)
 	log.Info("session start", "command", command, "pty", s.tty != nil)
+	backend := c.st.BackendName
+	ops.SessionsActive.WithLabelValues(backend, kind).Inc()
+	c.srv.audit.Emit(audit.Event{Type: audit.SessionStart, Conn: c.id, User: c.login.User, Account: acct.Name,
+		Kind: kind, Command: audit.Str(command), Recording: recPath})
 
 	st, err := c.srv.backend.Run(ctx, req)
 	cut := context.Cause(ctx)
@@ -311,9 +334,48 @@ func (s *sessionChan) run(ctx context.Context, kind, command string) {
 		log.Error("session failed", "err", err)
 		st = session.ExitStatus{Code: 1}
 	}
+	d := time.Since(start)
+	ops.SessionsActive.WithLabelValues(backend, kind).Dec()
+	ops.SessionDuration.WithLabelValues(backend, kind).Observe(d.Seconds())
+	in, out := s.bytesIn.Load(), s.bytesOut.Load()
 	log.Info("session end", "exit_status", st.Code, "signal", string(st.Signal),
-		"duration", time.Since(start).Round(time.Millisecond), "bytes_in", c.bytesIn.Load(), "bytes_out", c.bytesOut.Load())
+		"duration", d.Round(time.Millisecond), "bytes_in", in, "bytes_out", out)
+	ev := audit.Event{Type: audit.SessionEnd, Conn: c.id, User: c.login.User, Account: acct.Name, Kind: kind,
+		Command: audit.Str(command), Signal: string(st.Signal), BytesIn: in, BytesOut: out, DurationMS: d.Milliseconds()}
+	if byBastion {
+		ev.Reason = msg
+	} else {
+		ev.ExitStatus = audit.Int(st.Code)
+	}
+	c.srv.audit.Emit(ev)
 	s.finish(st, !byBastion)
+}
+
+// startRecording starts an asciicast recording when the config asks for
+// one. A recording that cannot start is logged and counted; the session
+// goes on without it.
+func (s *sessionChan) startRecording(acct auth.Account, command string, start time.Time) *recording.Recorder {
+	rc := s.c.st.Recording
+	if rc.Dir == "" {
+		return nil
+	}
+	c := s.c
+	rec, err := recording.Start(rc.Dir, rc.MaxBytes, recording.Header{
+		User: c.login.User, Conn: c.id, Seq: int(c.recSeq.Add(1)),
+		Width: int(s.tty.Size.Cols), Height: int(s.tty.Size.Rows), Term: s.tty.Term, Shell: acct.Shell,
+		Command: command, Start: start,
+	}, func(n int64) { ops.RecordingDropped.WithLabelValues().Add(float64(n)) },
+		func(err error) {
+			ops.RecordingErrors.WithLabelValues().Inc()
+			s.log.Error("session recording failed; the session goes on unrecorded", "err", err)
+		})
+	if err != nil {
+		ops.RecordingErrors.WithLabelValues().Inc()
+		s.log.Error("cannot record session; it goes on unrecorded", "err", err)
+		return nil
+	}
+	s.rec.Store(rec)
+	return rec
 }
 
 // finish sends EOF, the exit status (unless the session was cut) and
@@ -332,29 +394,51 @@ func (s *sessionChan) finish(st session.ExitStatus, report bool) {
 	_ = s.ch.Close()
 }
 
+var (
+	bytesIn  = ops.Bytes.WithLabelValues("in")
+	bytesOut = ops.Bytes.WithLabelValues("out")
+)
+
 type countingReader struct {
 	r io.Reader
-	c *conn
+	s *sessionChan
 }
 
 func (cr *countingReader) Read(p []byte) (int, error) {
 	n, err := cr.r.Read(p)
 	if n > 0 {
-		cr.c.bytesIn.Add(int64(n))
-		cr.c.touch()
+		cr.s.bytesIn.Add(int64(n))
+		cr.s.c.bytesIn.Add(int64(n))
+		bytesIn.Add(float64(n))
+		cr.s.c.touch()
 	}
 	return n, err
 }
 
 type countingWriter struct {
 	w io.Writer
-	n interface{ Add(int64) int64 }
-	c *conn
+	s *sessionChan
 }
 
 func (cw *countingWriter) Write(p []byte) (int, error) {
 	n, err := cw.w.Write(p)
-	cw.n.Add(int64(n))
-	cw.c.touch()
+	cw.s.bytesOut.Add(int64(n))
+	cw.s.c.bytesOut.Add(int64(n))
+	bytesOut.Add(float64(n))
+	cw.s.c.touch()
+	return n, err
+}
+
+// teeWriter also hands what it writes to a recorder (which never blocks).
+type teeWriter struct {
+	w   io.Writer
+	rec *recording.Recorder
+}
+
+func (t *teeWriter) Write(p []byte) (int, error) {
+	n, err := t.w.Write(p)
+	if n > 0 {
+		_, _ = t.rec.Write(p[:n])
+	}
 	return n, err
 }

@@ -62,6 +62,14 @@ func cmdDev(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	cfg.Log.Format = "text"
+	// Dev runs beside other things on a laptop: no fixed metrics port
+	// unless the config asks for one, and audit events go with the log.
+	if cfg.Ops.Listen == config.Default().Ops.Listen {
+		cfg.Ops.Listen = ""
+	}
+	if cfg.Audit.Output == config.Default().Audit.Output {
+		cfg.Audit.Output = "stderr"
+	}
 	if *listen != "" {
 		cfg.SSH.Listen = *listen
 	} else if cfg.SSH.Listen == config.Default().SSH.Listen {
@@ -125,7 +133,32 @@ func cmdDev(args []string, stdout, stderr io.Writer) int {
 		}
 		return append(lines, fmt.Sprintf("bastion dev is ready. Log in with:  ssh -p %s %s@%s", port, me.Name, host))
 	}}
-	return serve(cfg, *cfgPath, log, su)
+	var load func() (config.Config, error)
+	var watched []string
+	if *cfgPath != "" {
+		// A reload re-reads the file and fills in dev's defaults again.
+		devCfg := cfg
+		path := *cfgPath
+		watched = []string{path}
+		load = func() (config.Config, error) {
+			c, err := config.Load(path)
+			if err != nil {
+				return c, err
+			}
+			if c.SSH.Listen == config.Default().SSH.Listen {
+				c.SSH.Listen = devCfg.SSH.Listen
+			}
+			if len(c.SSH.HostKeys) == 0 {
+				c.SSH.HostKeys = devCfg.SSH.HostKeys
+			}
+			if c.Directory.Type == "static" && c.Directory.File == "" {
+				c.Directory.File = devCfg.Directory.File
+			}
+			c.Log = devCfg.Log
+			return c, checkConfig(&c)
+		}
+	}
+	return serve(cfg, load, watched, log, su)
 }
 
 func defaultStateDir(home string) string {

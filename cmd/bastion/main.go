@@ -1,15 +1,12 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
-	"os/signal"
 	"syscall"
 
 	"github.com/bastion-ssh/bastion/config"
@@ -73,7 +70,8 @@ func cmdServe(args []string, stderr io.Writer) int {
 		return 1
 	}
 	log := newLogger(cfg.Log, stderr)
-	return serve(cfg, *cfgPath, log, nil)
+	path := *cfgPath
+	return serve(cfg, func() (config.Config, error) { return loadConfig(path) }, []string{path}, log, nil)
 }
 
 func cmdCheckConfig(args []string, stdout, stderr io.Writer) int {
@@ -134,124 +132,9 @@ func newLogger(c config.Log, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, opts))
 }
 
-// startup carries what dev mode wants printed once the server listens.
-type startup struct {
-	stdout io.Writer
-	lines  func(addr net.Addr) []string
-}
-
-// serve runs the server until SIGTERM/SIGINT, reloading on SIGHUP.
-func serve(cfg config.Config, cfgPath string, log *slog.Logger, su *startup) int {
-	ctx, stop := context.WithCancel(context.Background())
-	defer stop()
-
-	signers, err := sshd.LoadHostKeys(cfg.SSH.HostKeys)
-	if err != nil {
-		log.Error("cannot load host keys", "key", "ssh.host_keys", "err", err)
-		return 1
-	}
-	dir, closeDir, err := openDirectory(ctx, cfg, log)
-	if err != nil {
-		log.Error("cannot open directory", "err", err)
-		return 1
-	}
-	defer closeDir()
-	backend, closeBackend, err := openBackend(ctx, cfg, log)
-	if err != nil {
-		log.Error("cannot start backend", "key", "backend", "err", err)
-		return 1
-	}
-	defer closeBackend() // runs after the server has stopped
-	srv, err := sshd.New(settingsFrom(cfg, signers), dir, backend, log)
-	if err != nil {
-		log.Error("cannot start server", "err", err)
-		return 1
-	}
-	ln, err := net.Listen("tcp", cfg.SSH.Listen)
-	if err != nil {
-		log.Error("cannot listen", "key", "ssh.listen", "address", cfg.SSH.Listen, "err", listenHint(err))
-		return 1
-	}
-	log.Info("listening", "address", ln.Addr().String(), "version", version)
-
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
-	defer signal.Stop(sigs)
-
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ctx, ln) }()
-	if su != nil {
-		for _, l := range su.lines(ln.Addr()) {
-			fmt.Fprintln(su.stdout, l)
-		}
-	}
-	for {
-		select {
-		case err := <-served:
-			if !errors.Is(err, sshd.ErrServerClosed) {
-				log.Error("server stopped", "err", err)
-				return 1
-			}
-			return 0
-		case sig := <-sigs:
-			if sig == syscall.SIGHUP {
-				reload(cfgPath, srv, log)
-				continue
-			}
-			grace := cfg.Limits.ShutdownGrace
-			log.Info("shutting down", "signal", sig.String(), "grace", grace)
-			sctx, cancel := context.WithTimeout(ctx, grace)
-			go func() {
-				// A second signal cuts the grace period short.
-				select {
-				case <-sigs:
-					cancel()
-				case <-sctx.Done():
-				}
-			}()
-			_ = srv.Shutdown(sctx)
-			cancel()
-			<-served
-			log.Info("stopped")
-			return 0
-		}
-	}
-}
-
-func reload(cfgPath string, srv *sshd.Server, log *slog.Logger) {
-	if cfgPath == "" {
-		log.Warn("SIGHUP: no config file to reload (dev mode without --config)")
-		return
-	}
-	cfg, err := loadConfig(cfgPath)
-	if err != nil {
-		log.Error("reload rejected; keeping the running config", "err", err)
-		return
-	}
-	signers, err := sshd.LoadHostKeys(cfg.SSH.HostKeys)
-	if err == nil {
-		err = srv.Reload(settingsFrom(cfg, signers))
-	}
-	if err != nil {
-		log.Error("reload rejected; keeping the running config", "err", err)
-		return
-	}
-	log.Info("config reloaded", "file", cfgPath)
-}
-
-func settingsFrom(cfg config.Config, signers sshd.HostKeys) sshd.Settings {
-	return sshd.Settings{
-		SSH:         cfg.SSH,
-		Limits:      cfg.Limits,
-		Forwarding:  cfg.Forwarding,
-		HostKeys:    signers,
-		BackendName: cfg.Backend.Type,
-	}
-}
-
-func listenHint(err error) string {
+func listenHint(err error, key string) string {
 	if errors.Is(err, syscall.EADDRINUSE) {
-		return err.Error() + " (another bastion or sshd is using this port; pick another with ssh.listen or --listen)"
+		return err.Error() + " (another process is using this port; pick another with " + key + ")"
 	}
 	if errors.Is(err, syscall.EACCES) {
 		return err.Error() + " (ports below 1024 need root or CAP_NET_BIND_SERVICE)"

@@ -1,0 +1,121 @@
+package audit
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+)
+
+// Event types.
+const (
+	AuthSuccess  = "auth.success"
+	AuthFailure  = "auth.failure"
+	SessionStart = "session.start"
+	SessionEnd   = "session.end"
+	Become       = "become"
+	ForwardOpen  = "forward.open"
+	ForwardClose = "forward.close"
+	ForwardDeny  = "forward.deny"
+	PodCreated   = "pod.created"
+	PodReaped    = "pod.reaped"
+)
+
+// Event is one audit record. Empty fields are omitted.
+type Event struct {
+	Time        time.Time `json:"time"`
+	Type        string    `json:"event"`
+	Conn        string    `json:"conn,omitempty"`
+	Remote      string    `json:"remote,omitempty"`
+	User        string    `json:"user,omitempty"`
+	Account     string    `json:"account,omitempty"`
+	Method      string    `json:"method,omitempty"`
+	Fingerprint string    `json:"fingerprint,omitempty"`
+	Reason      string    `json:"reason,omitempty"`
+	Kind        string    `json:"kind,omitempty"`
+	Command     *string   `json:"command,omitempty"`
+	Cluster     string    `json:"cluster,omitempty"`
+	Namespace   string    `json:"namespace,omitempty"`
+	Pod         string    `json:"pod,omitempty"`
+	Image       string    `json:"image,omitempty"`
+	Destination string    `json:"destination,omitempty"`
+	ExitStatus  *int      `json:"exit_status,omitempty"`
+	Signal      string    `json:"signal,omitempty"`
+	BytesIn     int64     `json:"bytes_in,omitempty"`
+	BytesOut    int64     `json:"bytes_out,omitempty"`
+	DurationMS  int64     `json:"duration_ms,omitempty"`
+	Recording   string    `json:"recording,omitempty"`
+}
+
+// Log writes events. A nil *Log discards them.
+type Log struct {
+	mu     sync.Mutex
+	w      io.Writer
+	closer io.Closer
+	log    *slog.Logger
+	now    func() time.Time
+}
+
+// Open returns a Log for output: "stdout", "stderr", a file path
+// (created 0600 and appended to), or "" (nil Log: auditing off).
+func Open(output string, log *slog.Logger) (*Log, error) {
+	l := &Log{log: log, now: time.Now}
+	switch output {
+	case "":
+		return nil, nil
+	case "stdout":
+		l.w = os.Stdout
+	case "stderr":
+		l.w = os.Stderr
+	default:
+		f, err := os.OpenFile(output, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("audit.output: %w", err)
+		}
+		l.w, l.closer = f, f
+	}
+	return l, nil
+}
+
+// New returns a Log writing to w (for tests and embedding).
+func New(w io.Writer, log *slog.Logger) *Log { return &Log{w: w, log: log, now: time.Now} }
+
+// Emit writes one event as one line. It never fails the caller: an
+// unwritable audit log is reported on the debug log.
+func (l *Log) Emit(e Event) {
+	if l == nil {
+		return
+	}
+	if e.Time.IsZero() {
+		e.Time = l.now().UTC()
+	}
+	b, err := json.Marshal(e)
+	if err != nil {
+		l.log.Error("audit event not encodable", "event", e.Type, "err", err)
+		return
+	}
+	b = append(b, '\n')
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if _, err := l.w.Write(b); err != nil {
+		l.log.Error("audit log write failed", "event", e.Type, "err", err)
+	}
+}
+
+// Close closes the file, if any.
+func (l *Log) Close() error {
+	if l == nil || l.closer == nil {
+		return nil
+	}
+	return l.closer.Close()
+}
+
+// Str returns a pointer to s, for Event.Command (an empty command of a
+// login shell is still recorded).
+func Str(s string) *string { return &s }
+
+// Int returns a pointer to n, for Event.ExitStatus.
+func Int(n int) *int { return &n }

@@ -1,0 +1,188 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/bastion-ssh/bastion/audit"
+	"github.com/bastion-ssh/bastion/config"
+	"github.com/bastion-ssh/bastion/ops"
+	"github.com/bastion-ssh/bastion/sshd"
+)
+
+// startup carries what dev mode wants printed once the server listens.
+type startup struct {
+	stdout io.Writer
+	lines  func(addr net.Addr) []string
+}
+
+// pinger is a dependency that can say whether it answers (a directory, a
+// backend's clusters). Readiness asks it.
+type pinger interface {
+	Ping(ctx context.Context) error
+}
+
+// serve runs the server until SIGTERM/SIGINT. It reloads with load on
+// SIGHUP and when one of the watched files (the config file, host keys)
+// changes; load == nil means there is nothing to reload from.
+func serve(cfg config.Config, load func() (config.Config, error), watched []string, log *slog.Logger, su *startup) int {
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+
+	signers, err := sshd.LoadHostKeys(cfg.SSH.HostKeys)
+	if err != nil {
+		log.Error("cannot load host keys", "key", "ssh.host_keys", "err", err)
+		return 1
+	}
+	auditLog, err := audit.Open(cfg.Audit.Output, log)
+	if err != nil {
+		log.Error("cannot open the audit log", "key", "audit.output", "err", err)
+		return 1
+	}
+	defer auditLog.Close()
+	dir, closeDir, err := openDirectory(ctx, cfg, log)
+	if err != nil {
+		log.Error("cannot open directory", "err", err)
+		return 1
+	}
+	defer closeDir()
+	backend, closeBackend, err := openBackend(ctx, cfg, log)
+	if err != nil {
+		log.Error("cannot start backend", "key", "backend", "err", err)
+		return 1
+	}
+	defer closeBackend() // runs after the server has stopped
+	srv, err := sshd.New(settingsFrom(cfg, signers), sshd.Deps{Directory: dir, Backend: backend, Audit: auditLog}, log)
+	if err != nil {
+		log.Error("cannot start server", "err", err)
+		return 1
+	}
+
+	var opsSrv *ops.Server
+	if cfg.Ops.Listen != "" {
+		checks := []ops.Check{{Name: "host keys", Probe: func(context.Context) error { return nil }}}
+		if p, ok := dir.(pinger); ok {
+			checks = append(checks, ops.Check{Name: "directory", Probe: p.Ping})
+		}
+		if p, ok := backend.(pinger); ok {
+			checks = append(checks, ops.Check{Name: "backend", Probe: p.Ping})
+		}
+		opsSrv, err = ops.Listen(cfg.Ops.Listen, checks, log)
+		if err != nil {
+			log.Error("cannot start the operations listener", "key", "ops.listen", "err", listenHint(errors.Unwrap(err), "ops.listen"))
+			return 1
+		}
+		opsSrv.Start(ctx)
+		defer opsSrv.Close()
+		log.Info("operations listener", "address", opsSrv.Addr().String(), "paths", "/metrics /healthz /readyz")
+	}
+
+	ln, err := net.Listen("tcp", cfg.SSH.Listen)
+	if err != nil {
+		log.Error("cannot listen", "key", "ssh.listen", "address", cfg.SSH.Listen, "err", listenHint(err, "ssh.listen or --listen"))
+		return 1
+	}
+	log.Info("listening", "address", ln.Addr().String(), "version", version)
+
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+
+	doReload := func(why string) {
+		if load == nil {
+			log.Warn("nothing to reload: no config file (dev mode without --config)", "trigger", why)
+			return
+		}
+		reload(load, srv, log, why)
+	}
+	changed := make(chan struct{}, 1)
+	w, err := watchFiles(ctx, watched, cfg.SSH.HostKeys, log, changed)
+	if err != nil {
+		log.Warn("cannot watch config and key files; reload with SIGHUP", "err", err)
+	} else {
+		defer w.Close()
+	}
+
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ctx, ln) }()
+	if su != nil {
+		for _, l := range su.lines(ln.Addr()) {
+			fmt.Fprintln(su.stdout, l)
+		}
+	}
+	for {
+		select {
+		case err := <-served:
+			if !errors.Is(err, sshd.ErrServerClosed) {
+				log.Error("server stopped", "err", err)
+				return 1
+			}
+			return 0
+		case <-changed:
+			doReload("file changed")
+		case sig := <-sigs:
+			if sig == syscall.SIGHUP {
+				doReload("SIGHUP")
+				continue
+			}
+			if opsSrv != nil {
+				opsSrv.SetDraining() // load balancers stop sending new connections at once
+			}
+			grace := cfg.Limits.ShutdownGrace
+			log.Info("shutting down", "signal", sig.String(), "grace", grace)
+			sctx, cancel := context.WithTimeout(ctx, grace)
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				// A second signal cuts the grace period short.
+				select {
+				case <-sigs:
+					cancel()
+				case <-sctx.Done():
+				}
+			}()
+			_ = srv.Shutdown(sctx)
+			cancel()
+			<-done
+			<-served
+			log.Info("stopped")
+			return 0
+		}
+	}
+}
+
+func reload(load func() (config.Config, error), srv *sshd.Server, log *slog.Logger, why string) {
+	cfg, err := load()
+	if err == nil {
+		var signers sshd.HostKeys
+		signers, err = sshd.LoadHostKeys(cfg.SSH.HostKeys)
+		if err == nil {
+			err = srv.Reload(settingsFrom(cfg, signers))
+		}
+	}
+	if err != nil {
+		ops.Reloads.WithLabelValues("config", "rejected").Inc()
+		log.Error("reload rejected; keeping the running config", "trigger", why, "err", err)
+		return
+	}
+	ops.Reloads.WithLabelValues("config", "ok").Inc()
+	log.Info("config reloaded", "trigger", why)
+}
+
+func settingsFrom(cfg config.Config, signers sshd.HostKeys) sshd.Settings {
+	return sshd.Settings{
+		SSH:         cfg.SSH,
+		Limits:      cfg.Limits,
+		Forwarding:  cfg.Forwarding,
+		HostKeys:    signers,
+		Recording:   cfg.Recording,
+		BackendName: cfg.Backend.Type,
+	}
+}

@@ -1,0 +1,92 @@
+package ops
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Registry holds every bastion metric plus the Go and process collectors.
+var Registry = prometheus.NewRegistry()
+
+func counterVec(name, help string, labels ...string) *prometheus.CounterVec {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "bastion", Name: name, Help: help}, labels)
+	Registry.MustRegister(c)
+	return c
+}
+
+func gaugeVec(name, help string, labels ...string) *prometheus.GaugeVec {
+	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "bastion", Name: name, Help: help}, labels)
+	Registry.MustRegister(g)
+	return g
+}
+
+func histogramVec(name, help string, buckets []float64, labels ...string) *prometheus.HistogramVec {
+	h := prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "bastion", Name: name, Help: help, Buckets: buckets}, labels)
+	Registry.MustRegister(h)
+	return h
+}
+
+var durationBuckets = []float64{1, 10, 60, 300, 900, 3600, 4 * 3600, 12 * 3600, 24 * 3600}
+
+// Connections and authentication.
+var (
+	ConnectionsActive   = gaugeVec("connections_active", "Open SSH connections.")
+	ConnectionsTotal    = counterVec("connections_total", "SSH connections accepted.")
+	ConnectionsRejected = counterVec("connections_rejected_total",
+		"Connections refused before authentication, by reason (max_startups, max_conns_per_source, shutting_down).", "reason")
+	AuthAttempts = counterVec("auth_attempts_total",
+		"Authentication attempts by method and result (success, denied, unavailable, blocked, invalid_name).", "method", "result")
+)
+
+// Sessions and traffic.
+var (
+	SessionsActive = gaugeVec("sessions_active",
+		"Open sessions by backend and kind (shell, exec, sftp, scp, rsync, become, forward).", "backend", "kind")
+	SessionsRefused = counterVec("sessions_refused_total",
+		"Session channels refused by limit (max_sessions_per_conn, max_sessions_per_user, max_channels_per_conn).", "reason")
+	SessionDuration = histogramVec("session_duration_seconds",
+		"Session duration by backend and kind.", durationBuckets, "backend", "kind")
+	Bytes = counterVec("bytes_total",
+		"Channel payload bytes, by direction: in (from clients) or out (to clients).", "direction")
+	Forwards = counterVec("forwards_total",
+		"ssh -L forwards by result (opened, denied, failed).", "result")
+	SessionsCut = counterVec("sessions_cut_total",
+		"Connections ended by bastion, by reason (idle_timeout, max_session_duration, keepalive, shutdown).", "reason")
+)
+
+// Directory.
+var (
+	LDAPRequestDuration = histogramVec("ldap_request_duration_seconds",
+		"LDAP request latency by server (as configured in ldap.urls).", prometheus.DefBuckets, "server")
+	LDAPErrors = counterVec("ldap_errors_total",
+		"LDAP errors by server (as configured in ldap.urls).", "server")
+	DirectoryCache = counterVec("directory_cache_total",
+		"Directory cache results: hit, miss, stale (served from cache because every server failed).", "result")
+)
+
+// Kubernetes backend.
+var (
+	PodStartDuration = histogramVec("pod_start_duration_seconds",
+		"Time from creating a shell pod to Ready, by cluster.",
+		[]float64{0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120}, "cluster")
+	PodStartFailures = counterVec("pod_start_failures_total",
+		"Shell pods that failed to start, by cluster and reason (ErrImagePull, ImagePullBackOff, ErrImageNeverPull, Unschedulable, timeout, ...).",
+		"cluster", "reason")
+	PodsReaped    = counterVec("pods_reaped_total", "Shell pods deleted by the reaper, by cluster.", "cluster")
+	KubeAPIErrors = counterVec("kube_api_errors_total", "Kubernetes API errors by cluster.", "cluster")
+)
+
+// Operations.
+var (
+	Reloads = counterVec("reloads_total",
+		"Reloads of config, host keys and secrets, by what and result (ok, rejected).", "what", "result")
+	RecordingDropped = counterVec("recording_dropped_bytes_total",
+		"Session-recording bytes dropped because the recorder fell behind or hit its cap.")
+	RecordingErrors = counterVec("recording_errors_total",
+		"Session recordings that could not be written (unwritable or full directory).")
+	Ready = gaugeVec("ready", "1 when this replica is ready for new connections, 0 otherwise.")
+)
+
+func init() {
+	Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+}
