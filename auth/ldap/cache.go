@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/bastion-ssh/bastion/auth"
+	"github.com/bastion-ssh/bastion/ops"
 )
 
 // errClosed: the directory has been closed.
@@ -64,6 +65,12 @@ func newCache[V any](kind string, ttl, stale, neg time.Duration, max int, budget
 	}
 }
 
+var (
+	cacheHit   = ops.DirectoryCache.WithLabelValues("hit")
+	cacheMiss  = ops.DirectoryCache.WithLabelValues("miss")
+	cacheStale = ops.DirectoryCache.WithLabelValues("stale")
+)
+
 // get returns the answer for key: cached, or from fetch (shared with any
 // concurrent get of the same key).
 func (c *cache[V]) get(ctx context.Context, key string, fetch func(context.Context) (V, error)) (V, error) {
@@ -74,13 +81,16 @@ func (c *cache[V]) get(ctx context.Context, key string, fetch func(context.Conte
 		age := now.Sub(e.at)
 		if e.err == nil && age < c.ttl {
 			c.mu.Unlock()
+			cacheHit.Inc()
 			return e.val, nil
 		}
 		if e.err != nil && age < c.neg {
 			c.mu.Unlock()
+			cacheHit.Inc()
 			return zero, e.err
 		}
 	}
+	cacheMiss.Inc()
 	cl, ok := c.calls[key]
 	if !ok {
 		if c.closed {
@@ -125,6 +135,7 @@ func (c *cache[V]) run(ctx context.Context, key string, cl *call[V], fetch func(
 		}
 	default:
 		if e, ok := c.entries[key]; ok && e.err == nil && c.stale > 0 && now.Sub(e.at) < c.ttl+c.stale {
+			cacheStale.Inc()
 			c.log.Warn("ldap unavailable; serving a stale cached answer",
 				c.kind, key, "age", now.Sub(e.at).Round(time.Second).String(), "err", err)
 			val, err = e.val, nil

@@ -166,6 +166,17 @@ func (d *Directory) checkKillSwitch() error {
 	}
 }
 
+// Ping reads the root DSE of a server, through the pool: readiness asks it
+// so that a replica whose LDAP servers are all gone is taken out of
+// rotation (cached answers still serve the replica's live users).
+func (d *Directory) Ping(ctx context.Context) error {
+	return d.pool.do(ctx, func(c *conn) error {
+		_, err := c.search(ctx, ldap.NewSearchRequest("", ldap.ScopeBaseObject, ldap.NeverDerefAliases,
+			1, 5, false, "(objectClass=*)", []string{"supportedLDAPVersion"}, nil))
+		return err
+	})
+}
+
 // Close stops the lookups in flight and closes the connections.
 func (d *Directory) Close() {
 	d.users.close()

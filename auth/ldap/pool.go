@@ -15,6 +15,7 @@ import (
 	"github.com/go-ldap/ldap/v3"
 
 	"github.com/bastion-ssh/bastion/config"
+	"github.com/bastion-ssh/bastion/ops"
 )
 
 // serverBackoff is how long a server that failed is tried only after the
@@ -205,6 +206,7 @@ func (p *pool) dial(ctx context.Context) (*conn, error) {
 }
 
 func (p *pool) markDown(s *server, err error) {
+	ops.LDAPErrors.WithLabelValues(s.url).Inc()
 	for i := range p.servers {
 		if &p.servers[i] == s {
 			p.mu.Lock()
@@ -285,7 +287,12 @@ func (p *pool) dialOne(ctx context.Context, s *server) (*conn, error) {
 func (c *conn) search(ctx context.Context, req *ldap.SearchRequest) (*ldap.SearchResult, error) {
 	_ = c.raw.SetDeadline(time.Now().Add(c.timeout))
 	stop := context.AfterFunc(ctx, func() { _ = c.raw.SetDeadline(time.Unix(1, 0)) })
+	start := time.Now()
 	res, err := c.lc.Search(req)
+	ops.LDAPRequestDuration.WithLabelValues(c.server.url).Observe(time.Since(start).Seconds())
+	if err != nil && !isCode(err, ldap.LDAPResultNoSuchObject) {
+		ops.LDAPErrors.WithLabelValues(c.server.url).Inc()
+	}
 	if !stop() {
 		c.broken = true
 		if err == nil {
