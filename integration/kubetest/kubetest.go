@@ -48,6 +48,8 @@ const (
 	// KubeconfigEnv names a kubeconfig of a running cluster to use instead of
 	// starting one with integration/cluster/up.
 	KubeconfigEnv = "BASTION_TEST_KUBECONFIG"
+	// SkipEnv set to 1 skips every test that needs the cluster.
+	SkipEnv = "BASTION_SKIP_KUBE"
 
 	// upTimeout bounds integration/cluster/up: a cold run builds Kubernetes.
 	upTimeout = 30 * time.Minute
@@ -66,6 +68,9 @@ func Config(t testing.TB) *rest.Config {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("needs the real Kubernetes cluster that integration/cluster/up starts; skipped under -short")
+	}
+	if os.Getenv(SkipEnv) == "1" {
+		t.Skip("needs the real Kubernetes cluster; skipped because " + SkipEnv + "=1")
 	}
 	upOnce.Do(func() {
 		if path := os.Getenv(KubeconfigEnv); path != "" {
