@@ -41,9 +41,10 @@ type conn struct {
 	cancel context.CancelCauseFunc
 
 	// Set during authentication (by the callback, one goroutine).
-	login   auth.Login
-	user    *auth.User
-	userErr error
+	login     auth.Login
+	user      *auth.User
+	userErr   error
+	authTries int
 
 	sc *ssh.ServerConn
 
@@ -223,6 +224,16 @@ func (c *conn) serverConfig() *ssh.ServerConfig {
 // wrong key take the same path and get the same answer.
 func (c *conn) publicKey(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
 	fp := ssh.FingerprintSHA256(key)
+	// x/crypto counts only signed attempts against MaxAuthTries; like
+	// OpenSSH we count every key offered, so keys cannot be probed
+	// without limit on one connection.
+	c.authTries++
+	if c.authTries > c.st.Limits.MaxAuthTries {
+		c.userErr = fmt.Errorf("too many authentication attempts (limit %d)", c.st.Limits.MaxAuthTries)
+		c.log.Info("too many authentication attempts; disconnecting", "limit", c.st.Limits.MaxAuthTries)
+		c.nc.Close()
+		return nil, errDenied
+	}
 	login, err := auth.ParseLogin(meta.User())
 	if err != nil {
 		c.userErr = fmt.Errorf("invalid user name %q: %w", meta.User(), err)
