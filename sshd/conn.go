@@ -300,60 +300,80 @@ func (c *conn) globalRequest(req *ssh.Request) {
 	}
 }
 
-// startTimers arms keepalive, idle and max-duration timers. They use
-// time.AfterFunc, so an idle connection costs no goroutine for them.
+// timerSet holds a connection's timers. Each runs a func with
+// time.AfterFunc (no goroutine while it waits) that returns when to run
+// again (0: never). Once stopped, no timer re-arms.
+type timerSet struct {
+	mu      sync.Mutex
+	stopped bool
+	timers  []*time.Timer
+}
+
+func (ts *timerSet) every(first time.Duration, f func() (next time.Duration)) {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	if ts.stopped {
+		return
+	}
+	i := len(ts.timers)
+	ts.timers = append(ts.timers, time.AfterFunc(first, func() {
+		next := f()
+		ts.mu.Lock()
+		defer ts.mu.Unlock()
+		if next > 0 && !ts.stopped {
+			ts.timers[i].Reset(next)
+		}
+	}))
+}
+
+func (ts *timerSet) stop() {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	ts.stopped = true
+	for _, t := range ts.timers {
+		t.Stop()
+	}
+}
+
+// startTimers arms keepalive, idle and max-duration timers.
 func (c *conn) startTimers() (stop func()) {
 	lim := c.st.Limits
-	var timers []*time.Timer
-	var tmu sync.Mutex
-	add := func(t *time.Timer) {
-		tmu.Lock()
-		timers = append(timers, t)
-		tmu.Unlock()
-	}
+	ts := &timerSet{}
 	if lim.MaxSessionDuration > 0 {
-		add(time.AfterFunc(lim.MaxSessionDuration, func() {
+		ts.every(lim.MaxSessionDuration, func() time.Duration {
 			c.cancel(userCause("max_session_duration", fmt.Sprintf("maximum session duration of %s reached; log in again to continue", lim.MaxSessionDuration)))
-		}))
+			return 0
+		})
 	}
 	if lim.IdleTimeout > 0 {
-		var t *time.Timer
-		t = time.AfterFunc(lim.IdleTimeout, func() {
+		ts.every(lim.IdleTimeout, func() time.Duration {
 			idle := time.Since(time.Unix(0, c.lastActivity.Load()))
 			if idle >= lim.IdleTimeout {
 				c.cancel(userCause("idle_timeout", fmt.Sprintf("idle timeout: no input or output for %s", lim.IdleTimeout)))
-				return
+				return 0
 			}
-			t.Reset(lim.IdleTimeout - idle)
+			return lim.IdleTimeout - idle
 		})
-		add(t)
 	}
 	if lim.KeepaliveInterval > 0 {
-		var t *time.Timer
-		t = time.AfterFunc(lim.KeepaliveInterval, func() {
+		ts.every(lim.KeepaliveInterval, func() time.Duration {
 			if int(c.missedAlive.Load()) >= lim.KeepaliveCountMax {
 				c.log.Info("client stopped answering keepalives", "missed", lim.KeepaliveCountMax)
 				c.cancel(userCause("keepalive", "the connection stopped answering keepalives"))
-				return
+				return 0
 			}
 			c.missedAlive.Add(1)
-			if c.goTracked(func() {
+			if !c.goTracked(func() {
 				if _, _, err := c.sc.SendRequest("keepalive@openssh.com", true, nil); err == nil {
 					c.missedAlive.Store(0)
 				}
 			}) {
-				t.Reset(lim.KeepaliveInterval)
+				return 0
 			}
+			return lim.KeepaliveInterval
 		})
-		add(t)
 	}
-	return func() {
-		tmu.Lock()
-		defer tmu.Unlock()
-		for _, t := range timers {
-			t.Stop()
-		}
-	}
+	return ts.stop
 }
 
 // goTracked starts f as a goroutine owned by the connection, unless the

@@ -132,14 +132,20 @@ func (c *conn) handleSession(nch ssh.NewChannel) {
 				s.log.Info("session request refused", "type", req.Type, "err", err)
 				break
 			}
-			started, ok = true, true
+			started = true
 			s.resize = make(chan session.WindowSize, 1)
 			s.signals = make(chan session.Signal, 4)
+			// Reply before the process starts: a process that ends at
+			// once closes the channel, and the reply must come first.
+			if req.WantReply {
+				_ = req.Reply(true, nil)
+			}
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				s.run(ctx, kind, command)
 			}()
+			continue
 		case "x11-req":
 			s.log.Info("x11 forwarding refused")
 		case "auth-agent-req@openssh.com":
