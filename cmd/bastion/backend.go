@@ -8,18 +8,26 @@ import (
 
 	"github.com/bastion-ssh/bastion/config"
 	"github.com/bastion-ssh/bastion/session"
+	"github.com/bastion-ssh/bastion/session/kube"
 	"github.com/bastion-ssh/bastion/session/local"
 )
 
 // openBackend returns the backend named by backend.type and a function
 // that releases it once the server has stopped.
-func openBackend(_ context.Context, cfg config.Config, log *slog.Logger) (session.Backend, func(), error) {
+func openBackend(ctx context.Context, cfg config.Config, log *slog.Logger) (session.Backend, func(), error) {
 	switch cfg.Backend.Type {
 	case "local":
 		b := local.New(log.With("backend", "local"))
 		if !b.SwitchesUser() {
 			log.Warn("bastion is not running as root: every session runs as bastion's own user, whatever account it logs in to", "uid", os.Getuid())
 		}
+		return b, b.Close, nil
+	case "kube":
+		b, err := kube.New(cfg.Kube, log.With("backend", "kube"))
+		if err != nil {
+			return nil, nil, err
+		}
+		b.Start(ctx)
 		return b, b.Close, nil
 	default:
 		return nil, nil, fmt.Errorf("backend.type %q is not supported", cfg.Backend.Type)

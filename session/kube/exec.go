@@ -1,0 +1,357 @@
+package kube
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"regexp"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/tools/remotecommand"
+	utilexec "k8s.io/client-go/util/exec"
+
+	"github.com/bastion-ssh/bastion/session"
+)
+
+// How a session's process is started and ended in the pod.
+//
+// The exec runs /bin/sh -c wrapperScript, which exports the session's
+// variables, including BASTION_SESSION=TOKEN (a random token per session),
+// sets the pids limit, changes to the home directory and execs the
+// account's shell (a login shell, or SHELL -c COMMAND). The container
+// runtime makes every exec'd process a session leader, so everything the
+// command starts shares its session ID and inherits the token.
+//
+// Closing an exec stream does not end the process in the container
+// (neither the API server nor the kubelet nor the runtime kill it). So
+// when a session ends before its process did (the SSH connection dropped,
+// the channel closed, bastion drains), bastion runs a second exec,
+// killScript TOKEN END: it finds every process in the pod whose
+// environment carries the token or whose session is that of such a
+// leader, sends SIGHUP and SIGCONT (what a hung-up terminal sends), waits
+// up to two seconds, and SIGKILLs what is left. SSH "signal" requests use
+// the same script to signal the leader. A process that starts a new
+// session and clears its environment escapes, as a daemon escapes a
+// logout on an ordinary host; the pod's idle reaping ends it eventually.
+// If bastion itself dies, processes live on until the pod is reaped.
+
+const wrapperScript = `t=$1 sh=$2 cmd=$3 pids=$4; shift 4
+export BASTION_SESSION="$t"
+for kv do export "$kv"; done
+if [ "$pids" -gt 0 ] 2>/dev/null; then ulimit -u "$pids" 2>/dev/null || ulimit -p "$pids" 2>/dev/null; fi
+cd "$HOME" 2>/dev/null || cd /
+[ -x "$sh" ] || sh=/bin/sh
+if [ -z "$cmd" ]; then exec "$sh" -l; fi
+exec "$sh" -c "$cmd"`
+
+const killScript = `t=$1 sig=$2 all= lead=
+for d in /proc/[0-9]*; do
+  p=${d#/proc/}
+  grep -qzxF "BASTION_SESSION=$t" "$d/environ" 2>/dev/null || continue
+  all="$all $p"
+  read -r st < "$d/stat" 2>/dev/null || continue
+  set -- ${st##*) }
+  [ "$4" = "$p" ] && lead="$lead $p"
+done
+[ -n "$all" ] || exit 0
+if [ "$sig" != END ]; then
+  [ -n "$lead" ] && kill -s "$sig" $lead 2>/dev/null
+  exit 0
+fi
+for d in /proc/[0-9]*; do
+  p=${d#/proc/}
+  read -r st < "$d/stat" 2>/dev/null || continue
+  set -- ${st##*) }
+  for l in $lead; do [ "$4" = "$l" ] && all="$all $p"; done
+done
+kill -HUP $all 2>/dev/null; kill -CONT $all 2>/dev/null
+i=0
+while [ $i -lt 10 ]; do
+  left=
+  for p in $all; do
+    read -r st < "/proc/$p/stat" 2>/dev/null || continue
+    set -- ${st##*) }
+    [ "$1" = Z ] || left="$left $p"
+  done
+  [ -n "$left" ] || exit 0
+  sleep 0.2
+  i=$((i+1))
+done
+kill -KILL $left 2>/dev/null
+exit 0`
+
+var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// reserved are variables the pod sets (from the account) or the wrapper
+// owns; a client cannot override them.
+var reserved = map[string]bool{"HOME": true, "USER": true, "LOGNAME": true, "SHELL": true, "BASTION_SESSION": true, "PATH": true}
+
+func newToken() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// sessionCommand is the exec's argv for r.
+func sessionCommand(r session.Request, token string, pids int) []string {
+	shell := r.Account.Shell
+	if shell == "" {
+		shell = "/bin/sh"
+	}
+	argv := []string{"/bin/sh", "-c", wrapperScript, "bastion-session", token, shell, r.Command, strconv.Itoa(pids)}
+	env := map[string]string{}
+	for k, v := range r.Env {
+		if envName.MatchString(k) && !reserved[k] {
+			env[k] = v
+		}
+	}
+	if r.TTY != nil && r.TTY.Term != "" {
+		env["TERM"] = r.TTY.Term
+	}
+	keys := make([]string, 0, len(env))
+	for k := range env {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		argv = append(argv, k+"="+env[k])
+	}
+	return argv
+}
+
+// sizeQueue feeds window sizes to the executor: the initial size, then
+// every resize, until the session ends.
+type sizeQueue struct {
+	first  *remotecommand.TerminalSize
+	resize <-chan session.WindowSize
+	done   <-chan struct{}
+}
+
+func (q *sizeQueue) Next() *remotecommand.TerminalSize {
+	if s := q.first; s != nil {
+		q.first = nil
+		return s
+	}
+	select {
+	case ws, ok := <-q.resize:
+		if !ok {
+			<-q.done
+			return nil
+		}
+		return &remotecommand.TerminalSize{Width: ws.Cols, Height: ws.Rows}
+	case <-q.done:
+		return nil
+	}
+}
+
+// execIn runs r in pod and reports how it ended.
+func (b *Backend) execIn(ctx context.Context, cl *cluster, cs *clients, pod *corev1.Pod, inst *instance, r session.Request) (session.ExitStatus, error) {
+	token := newToken()
+	pids := 0
+	if cl.pod.PidsLimit != nil {
+		pids = *cl.pod.PidsLimit
+	}
+	tty := r.TTY != nil
+	opts := &corev1.PodExecOptions{
+		Container: containerName,
+		Command:   sessionCommand(r, token, pids),
+		Stdin:     true,
+		Stdout:    true,
+		Stderr:    !tty,
+		TTY:       tty,
+	}
+	url := cs.cs.CoreV1().RESTClient().Post().Resource("pods").Namespace(pod.Namespace).Name(pod.Name).
+		SubResource("exec").VersionedParams(opts, scheme.ParameterCodec).URL().String()
+	ex, err := cs.executor(url)
+	if err != nil {
+		return session.ExitStatus{}, err
+	}
+
+	// The session's context: cancelled when the caller's is, or when the
+	// pod goes away.
+	sctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(errors.New("session over"))
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		select {
+		case <-inst.gone:
+			cancel(errPodGone)
+		case <-sctx.Done():
+		}
+	}()
+
+	// Stdin is copied by a reader this backend owns (it may outlive Run;
+	// see session.Request.Stdin) into a pipe that client-go reads.
+	stdinR, stdinW := io.Pipe()
+	defer stdinR.CloseWithError(io.ErrClosedPipe)
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		_, err := session.Copy(stdinW, r.Stdin, nil)
+		stdinW.CloseWithError(err) // nil: EOF for the process
+	}()
+
+	so := remotecommand.StreamOptions{Stdin: stdinR, Stdout: r.Stdout, Tty: tty}
+	if tty {
+		so.TerminalSizeQueue = &sizeQueue{
+			first:  &remotecommand.TerminalSize{Width: r.TTY.Size.Cols, Height: r.TTY.Size.Rows},
+			resize: r.TTY.Resize,
+			done:   sctx.Done(),
+		}
+	} else {
+		so.Stderr = r.Stderr
+		if so.Stderr == nil {
+			so.Stderr = io.Discard
+		}
+	}
+
+	if r.Signals != nil {
+		b.wg.Add(1)
+		go func() {
+			defer b.wg.Done()
+			for {
+				select {
+				case <-sctx.Done():
+					return
+				case sig, ok := <-r.Signals:
+					if !ok {
+						return
+					}
+					if name, known := signalNames[sig]; known {
+						b.signal(sctx, cs, pod, token, name)
+					}
+				}
+			}
+		}()
+	}
+
+	err = ex.StreamWithContext(sctx, so)
+	if err == nil {
+		return session.ExitStatus{Code: 0}, nil
+	}
+	var ee utilexec.ExitError
+	if errors.As(err, &ee) && sctx.Err() == nil {
+		code := ee.ExitStatus()
+		// Killed by SIGKILL or SIGTERM: perhaps because the pod is being
+		// deleted, which its watch reports at once.
+		if (code == 137 || code == 143) && isClosed(inst.gone, 300*time.Millisecond) {
+			return session.ExitStatus{}, podGoneError(cl, pod, inst)
+		}
+		return session.ExitStatus{Code: code}, nil
+	}
+	// The stream ended without an exit status: the session was cut, the
+	// pod went away, or the API server connection broke. Make sure the
+	// process does not linger.
+	cause := context.Cause(sctx)
+	if !errors.Is(cause, errPodGone) {
+		b.endProcesses(ctx, cs, pod, token)
+	}
+	switch {
+	case errors.Is(cause, errPodGone):
+	case ctx.Err() != nil:
+		return session.ExitStatus{Signal: "HUP"}, nil
+	case !isClosed(inst.gone, 2*time.Second):
+		if unavailable(err) {
+			return session.ExitStatus{}, unavailableError(cl, fmt.Errorf("exec in %s/%s: %w", pod.Namespace, pod.Name, err))
+		}
+		return session.ExitStatus{}, fmt.Errorf("exec in %s/%s: %w", pod.Namespace, pod.Name, err)
+	}
+	return session.ExitStatus{}, podGoneError(cl, pod, inst)
+}
+
+// podGoneError tells the user their pod went away under the session.
+func podGoneError(cl *cluster, pod *corev1.Pod, inst *instance) error {
+	return session.UserErrorf(fmt.Errorf("pod %s/%s %s", pod.Namespace, pod.Name, inst.reason),
+		fmt.Sprintf("your shell pod in %s %s; log in again to get a new one", cl.cfg.Name, inst.reason))
+}
+
+var errPodGone = errors.New("the pod went away")
+
+// isClosed waits up to d for ch to close.
+func isClosed(ch <-chan struct{}, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ch:
+		return true
+	case <-t.C:
+		return false
+	}
+}
+
+// signalNames are the RFC 4254 signals a session may send.
+var signalNames = map[session.Signal]string{
+	"ABRT": "ABRT", "ALRM": "ALRM", "FPE": "FPE", "HUP": "HUP", "ILL": "ILL", "INT": "INT",
+	"KILL": "KILL", "PIPE": "PIPE", "QUIT": "QUIT", "SEGV": "SEGV", "TERM": "TERM",
+	"USR1": "USR1", "USR2": "USR2",
+}
+
+// endProcesses ends every process of the session token in pod (see the
+// comment at the top of this file). It outlives the session's context.
+func (b *Backend) endProcesses(ctx context.Context, cs *clients, pod *corev1.Pod, token string) {
+	kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+	defer cancel()
+	if err := b.runScript(kctx, cs, pod, killScript, token, "END"); err != nil {
+		b.log.Warn("could not end a session's processes", "pod", pod.Namespace+"/"+pod.Name, "err", err)
+	}
+}
+
+// signal sends sig to the session's leader process.
+func (b *Backend) signal(ctx context.Context, cs *clients, pod *corev1.Pod, token, sig string) {
+	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := b.runScript(sctx, cs, pod, killScript, token, sig); err != nil {
+		b.log.Debug("signal", "signal", sig, "err", err)
+	}
+}
+
+// runScript runs sh -c script with args in pod, without stdin.
+func (b *Backend) runScript(ctx context.Context, cs *clients, pod *corev1.Pod, script string, args ...string) error {
+	opts := &corev1.PodExecOptions{
+		Container: containerName,
+		Command:   append([]string{"/bin/sh", "-c", script, "bastion"}, args...),
+		Stdout:    true,
+		Stderr:    true,
+	}
+	url := cs.cs.CoreV1().RESTClient().Post().Resource("pods").Namespace(pod.Namespace).Name(pod.Name).
+		SubResource("exec").VersionedParams(opts, scheme.ParameterCodec).URL().String()
+	ex, err := cs.executor(url)
+	if err != nil {
+		return err
+	}
+	var out limitedBuffer
+	if err := ex.StreamWithContext(ctx, remotecommand.StreamOptions{Stdout: &out, Stderr: &out}); err != nil {
+		return fmt.Errorf("%w (output %q)", err, out.String())
+	}
+	return nil
+}
+
+// limitedBuffer keeps the first 4 KiB written to it.
+type limitedBuffer struct {
+	mu sync.Mutex
+	b  []byte
+}
+
+func (l *limitedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if room := 4096 - len(l.b); room > 0 {
+		l.b = append(l.b, p[:min(room, len(p))]...)
+	}
+	return len(p), nil
+}
+
+func (l *limitedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return string(l.b)
+}

@@ -1,0 +1,215 @@
+package kube
+
+import (
+	"encoding/json"
+	"fmt"
+	"maps"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/bastion-ssh/bastion/config"
+)
+
+// sleeper is the shell container's main process: it does nothing, reaps
+// the orphans of exec'd sessions (it is PID 1), and exits at once on
+// SIGTERM so that a deleted pod goes away without waiting for the grace
+// period.
+const sleeper = `trap 'exit 0' TERM INT HUP; while :; do sleep 30 & wait $!; done`
+
+// podSpec is acct's shell pod in cluster c, namespace ns, without the
+// session annotation. The spec hash annotation covers everything else.
+func podSpec(c *cluster, id identity, ns string) *corev1.Pod {
+	p := c.pod
+	acct := id.acct
+	name := podName(c.cfg.Name, acct.Name)
+	labels := map[string]string{}
+	maps.Copy(labels, p.Labels)
+	maps.Copy(labels, map[string]string{
+		labelManagedBy:   managedBy,
+		labelComponent:   componentShell,
+		labelProject:     c.cfg.Name,
+		labelAccount:     labelValue(acct.Name),
+		labelAccountHash: hashOf(acct.Name, 16),
+	})
+	annotations := map[string]string{}
+	maps.Copy(annotations, p.Annotations)
+	annotations[annoAccount] = acct.Name
+	annotations[annoUID] = strconv.Itoa(acct.UID)
+
+	shell := acct.Shell
+	if shell == "" {
+		shell = "/bin/sh"
+	}
+	uid, gid := int64(acct.UID), int64(acct.GID)
+	var groups []int64
+	for _, g := range acct.GIDs {
+		if g != acct.GID {
+			groups = append(groups, int64(g))
+		}
+	}
+	yes, no := true, false
+	seccomp := &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}
+	onRootMismatch := corev1.FSGroupChangeOnRootMismatch
+	grace := int64(p.TerminationGracePeriod.Seconds())
+	readOnly := p.ReadOnlyRootFilesystem != nil && *p.ReadOnlyRootFilesystem
+
+	container := corev1.Container{
+		Name:            containerName,
+		Image:           p.Image,
+		ImagePullPolicy: corev1.PullPolicy(p.ImagePullPolicy),
+		Command:         []string{"/bin/sh", "-c", sleeper},
+		Env: []corev1.EnvVar{
+			{Name: "HOME", Value: acct.Home},
+			{Name: "USER", Value: acct.Name},
+			{Name: "LOGNAME", Value: acct.Name},
+			{Name: "SHELL", Value: shell},
+		},
+		Resources: resources(p),
+		SecurityContext: &corev1.SecurityContext{
+			AllowPrivilegeEscalation: &no,
+			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+			ReadOnlyRootFilesystem:   &readOnly,
+			RunAsNonRoot:             &yes,
+			SeccompProfile:           seccomp,
+		},
+		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+	}
+	var volumes []corev1.Volume
+
+	// /tmp (and /var/tmp, /run with a read-only root) on an emptyDir.
+	tmp := corev1.EmptyDirVolumeSource{}
+	if p.TmpSize != "" {
+		q := resource.MustParse(p.TmpSize)
+		tmp.SizeLimit = &q
+	}
+	volumes = append(volumes, corev1.Volume{Name: "tmp", VolumeSource: corev1.VolumeSource{EmptyDir: &tmp}})
+	container.VolumeMounts = append(container.VolumeMounts, corev1.VolumeMount{Name: "tmp", MountPath: "/tmp", SubPath: "tmp"})
+	if readOnly {
+		container.VolumeMounts = append(container.VolumeMounts,
+			corev1.VolumeMount{Name: "tmp", MountPath: "/var/tmp", SubPath: "var-tmp"},
+			corev1.VolumeMount{Name: "tmp", MountPath: "/run", SubPath: "run"})
+	}
+
+	if p.Passwd == nil || *p.Passwd {
+		annotations[annoPasswd] = fmt.Sprintf("root:x:0:0:root:/root:/bin/sh\n%s:x:%d:%d::%s:%s\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+			acct.Name, acct.UID, acct.GID, acct.Home, shell)
+		annotations[annoGroup] = fmt.Sprintf("root:x:0:\n%s:x:%d:\nnogroup:x:65534:\n", acct.Name, acct.GID)
+		mode := int32(0o444)
+		volumes = append(volumes, corev1.Volume{Name: "nss", VolumeSource: corev1.VolumeSource{DownwardAPI: &corev1.DownwardAPIVolumeSource{
+			DefaultMode: &mode,
+			Items: []corev1.DownwardAPIVolumeFile{
+				{Path: "passwd", FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.annotations['" + annoPasswd + "']"}},
+				{Path: "group", FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.annotations['" + annoGroup + "']"}},
+			},
+		}}})
+		container.VolumeMounts = append(container.VolumeMounts,
+			corev1.VolumeMount{Name: "nss", MountPath: "/etc/passwd", SubPath: "passwd", ReadOnly: true},
+			corev1.VolumeMount{Name: "nss", MountPath: "/etc/group", SubPath: "group", ReadOnly: true})
+	}
+
+	if vs, ok := homeVolume(p.Home, id); ok && acct.Home != "" {
+		volumes = append(volumes, corev1.Volume{Name: "home", VolumeSource: vs})
+		container.VolumeMounts = append(container.VolumeMounts, corev1.VolumeMount{
+			Name: "home", MountPath: acct.Home, SubPath: expandPath(p.Home.SubPath, id), ReadOnly: p.Home.ReadOnly,
+		})
+		container.WorkingDir = acct.Home
+	}
+
+	var tolerations []corev1.Toleration
+	for _, t := range p.Tolerations {
+		tolerations = append(tolerations, corev1.Toleration{
+			Key: t.Key, Operator: corev1.TolerationOperator(t.Operator), Value: t.Value,
+			Effect: corev1.TaintEffect(t.Effect), TolerationSeconds: t.Seconds,
+		})
+	}
+
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: labels, Annotations: annotations},
+		Spec: corev1.PodSpec{
+			RestartPolicy:                 corev1.RestartPolicyNever,
+			TerminationGracePeriodSeconds: &grace,
+			AutomountServiceAccountToken:  &no,
+			EnableServiceLinks:            &no,
+			SecurityContext: &corev1.PodSecurityContext{
+				RunAsUser: &uid, RunAsGroup: &gid, FSGroup: &gid, FSGroupChangePolicy: &onRootMismatch,
+				RunAsNonRoot: &yes, SupplementalGroups: groups, SeccompProfile: seccomp,
+			},
+			Containers:        []corev1.Container{container},
+			Volumes:           volumes,
+			PriorityClassName: p.PriorityClassName,
+			NodeSelector:      p.NodeSelector,
+			Tolerations:       tolerations,
+		},
+	}
+	pod.Annotations[annoSpecHash] = specHash(pod)
+	return pod
+}
+
+// specHash identifies what a pod was made from, so that a pod made from
+// an older config (image, limits) is replaced once nobody uses it.
+func specHash(pod *corev1.Pod) string {
+	data, _ := json.Marshal(struct {
+		Spec        corev1.PodSpec
+		Annotations map[string]string
+	}{pod.Spec, pod.Annotations})
+	return hashOf(string(data), 16)
+}
+
+func resources(p config.KubePod) corev1.ResourceRequirements {
+	r := corev1.ResourceRequirements{Requests: corev1.ResourceList{}, Limits: corev1.ResourceList{}}
+	set := func(l corev1.ResourceList, name corev1.ResourceName, v string) {
+		if v != "" {
+			l[name] = resource.MustParse(v)
+		}
+	}
+	set(r.Requests, corev1.ResourceCPU, p.CPURequest)
+	set(r.Requests, corev1.ResourceMemory, p.MemoryRequest)
+	set(r.Limits, corev1.ResourceCPU, p.CPULimit)
+	set(r.Limits, corev1.ResourceMemory, p.MemoryLimit)
+	return r
+}
+
+// homeVolume is the home directory volume from the template.
+func homeVolume(h config.KubeHome, id identity) (corev1.VolumeSource, bool) {
+	switch h.Type {
+	case "nfs":
+		return corev1.VolumeSource{NFS: &corev1.NFSVolumeSource{
+			Server: h.Server, Path: expandPath(h.Path, id), ReadOnly: h.ReadOnly,
+		}}, true
+	case "pvc":
+		return corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{
+			ClaimName: expandPath(h.Claim, id), ReadOnly: h.ReadOnly,
+		}}, true
+	case "hostPath":
+		dir := corev1.HostPathDirectory
+		return corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: expandPath(h.Path, id), Type: &dir}}, true
+	}
+	return corev1.VolumeSource{}, false
+}
+
+// pinned reports whether an image reference names a digest.
+func pinned(image string) bool { return strings.Contains(image, "@sha256:") }
+
+func parseURL(s string) (*url.URL, error) {
+	u, err := url.Parse(s)
+	if err != nil {
+		return nil, fmt.Errorf("parse %q: %w", s, err)
+	}
+	return u, nil
+}
+
+// sortedKeys is for stable logs.
+func sortedKeys[M ~map[string]V, V any](m M) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
