@@ -1,0 +1,63 @@
+// Package kube is the Kubernetes backend: each account's sessions run in
+// one shell pod per (account, project), in the project's cluster, reached
+// through the API server with client-go.
+//
+// Pods. The pod's name is derived from the account's exact name and the
+// project ("shell-NAME-HASH", a DNS-1123 label), so every bastion replica
+// finds the same pod: a session patches the pod (its replica's session
+// count, heartbeat.go) and creates it on NotFound; AlreadyExists means
+// another session or replica won the race, and the pod is shared. The pod
+// runs as the account's uid/gid (fsGroup, supplementary groups), with no
+// service account token, no privilege escalation, no capabilities, the
+// RuntimeDefault seccomp profile and a read-only root with /tmp, /var/tmp
+// and /run on an emptyDir; /etc/passwd and /etc/group carry the account's
+// entry (from annotations, through the downward API: OpenSSH's sftp-server
+// and scp refuse a uid without one); the home volume comes from a
+// template (NFS, PVC or hostPath). Its main process is a shell loop that
+// sleeps, reaps orphans and exits on SIGTERM.
+//
+// Start-up. A new pod is watched (never polled) until it is ready; an
+// interactive session shows a progress line meanwhile. A pod that can
+// never start (image not available, config error, crash loop,
+// unschedulable) or does not start within the start timeout is reported
+// to the user in one line, logged with its full status, counted by reason
+// (StartFailures) and deleted.
+//
+// Sessions. Commands run through pods/exec with the WebSocket executor
+// (SPDY as fallback) and StreamWithContext; a TTY session's window
+// changes reach the pod through a TerminalSizeQueue. The exit status
+// comes back as a code: the exec API reports a process killed by signal N
+// as 128+N, not as a signal. Because closing an exec stream does not end
+// the process in the container, each session's process carries a random
+// token in its environment, and when a session is cut (the SSH
+// connection dropped) a second exec finds the token's processes and their
+// session, and hangs them up, then kills what is left (exec.go explains
+// how). The pod is watched while sessions use it: if it is deleted or
+// evicted, its sessions end with a message saying so, and the next login
+// makes a new pod.
+//
+// Reaping. Every replica writes its open session count on the pods it
+// uses, refreshed by a heartbeat. Every replica's sweep deletes pods idle
+// for the idle timeout (no fresh count above zero anywhere), pods whose
+// only counts are stale (left by a replica that died), ended pods and
+// pods that never became ready; it deletes with the resourceVersion it
+// looked at as a precondition, so a session starting meanwhile keeps its
+// pod.
+//
+// ssh -L. Names of Services and pods (NAME, NAME.NAMESPACE,
+// NAME.NAMESPACE.svc[.DOMAIN]) resolve, through EndpointSlices, to a ready
+// pod, reached with a port-forward through the API server; only the
+// account's own namespace and, for a person, the namespaces of the tools
+// they maintain are allowed, and never another account's shell pod.
+// Other destinations are dialled from the bastion, under the caller's
+// forwarding policy (InCluster tells the caller which is which).
+//
+// Clusters. Each project has a cluster with its own kubeconfig (reloaded
+// when the file changes), namespace templates, image and pod settings; a
+// user's project comes from their groups or the default. When an API
+// server cannot be reached, the user reads that the project's cluster is
+// unavailable, and nothing is left behind.
+//
+// The package must not know about SSH: it implements session.Backend. It
+// never deletes namespaces, and it never touches pods without its labels.
+package kube
