@@ -156,14 +156,21 @@ func (b *bench) throughput(ctx context.Context, reps int, ts []transfer) error {
 				b.skipped = append(b.skipped, fmt.Sprintf("%s (%s): time budget exhausted", fmt.Sprintf(t.title, sizeLabel(size)), cipherLabel(cipher)))
 				continue
 			}
+			cpu := map[string][]float64{}
 			a, bb, err := b.alternate(ctx, warm, reps, func(ctx context.Context, s *server, warm bool) (float64, error) {
 				n := size
 				if warm {
 					n = min(size, warmSize)
 				}
+				cpu0 := s.cpuSeconds()
 				d, err := t.run(ctx, s, cipher, n)
 				if err != nil {
 					return 0, err
+				}
+				if !warm {
+					// CPU per GiB is steadier than MiB/s on a busy machine.
+					s.settle(2 * time.Second)
+					cpu[s.name] = append(cpu[s.name], (s.cpuSeconds()-cpu0)/(float64(n)/(1<<30)))
 				}
 				return float64(n) / mib / d.Seconds(), nil
 			})
@@ -176,7 +183,8 @@ func (b *bench) throughput(ctx context.Context, reps int, ts []transfer) error {
 				tg = &target{On: "ratio", Op: ">=", Bound: 1.3, Text: "≥ 1.3×"}
 			}
 			b.add(&result{ID: t.id + "/" + cipher, Group: t.group, Title: fmt.Sprintf(t.title, sizeLabel(size)),
-				Cipher: cipherLabel(cipher), Unit: "MiB/s", Better: "higher", Target: tg, A: a, B: bb})
+				Cipher: cipherLabel(cipher), Unit: "MiB/s", Better: "higher", Target: tg, A: a, B: bb,
+				Extra: map[string]any{"cpu_s_per_gib": cpu, "cpu_median_openssh": median(cpu["OpenSSH"]), "cpu_median_bastion": median(cpu["bastion"])}})
 		}
 	}
 	return nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"runtime"
 	"sync"
@@ -174,9 +175,11 @@ func login(addr string, cfg *ssh.ClientConfig) error {
 type idleSession struct {
 	client *ssh.Client
 	sess   *ssh.Session
+	stdin  *io.PipeWriter
 }
 
 func (i *idleSession) close() {
+	i.stdin.Close()
 	i.sess.Close()
 	i.client.Close()
 }
@@ -204,6 +207,10 @@ func openIdle(addr string, cfg *ssh.ClientConfig) (*idleSession, error) {
 	}
 	fb := &firstByte{ch: make(chan struct{})}
 	s.Stdout, s.Stderr = fb, fb
+	// An interactive client keeps its input open; without a Stdin the
+	// x/crypto client would send EOF at once.
+	stdinR, stdinW := io.Pipe()
+	s.Stdin = stdinR
 	if err := s.RequestPty("xterm", 24, 80, ssh.TerminalModes{ssh.ECHO: 1}); err != nil {
 		c.Close()
 		return nil, fmt.Errorf("pty-req: %w", err)
@@ -218,7 +225,7 @@ func openIdle(addr string, cfg *ssh.ClientConfig) (*idleSession, error) {
 		c.Close()
 		return nil, errors.New("the shell printed no prompt within 20s")
 	}
-	return &idleSession{client: c, sess: s}, nil
+	return &idleSession{client: c, sess: s, stdin: stdinW}, nil
 }
 
 type idlePoint struct {

@@ -107,6 +107,28 @@ func (b *bench) table() string {
 	return sb.String()
 }
 
+// cpuTable is the server-side CPU of each throughput row: on a shared
+// machine it moves less than the wall-clock rate.
+func (b *bench) cpuTable() string {
+	var sb strings.Builder
+	for _, r := range b.results {
+		if r.Unit != "MiB/s" || r.Extra == nil {
+			continue
+		}
+		ca, _ := r.Extra["cpu_median_openssh"].(float64)
+		cb, _ := r.Extra["cpu_median_bastion"].(float64)
+		if ca == 0 || cb == 0 {
+			continue
+		}
+		if sb.Len() == 0 {
+			sb.WriteString("\nServer CPU per GiB moved (CPU seconds of the server's processes and of the remote command, from /proc; medians):\n\n")
+			sb.WriteString("| Case | Cipher | OpenSSH | bastion | bastion / OpenSSH |\n|---|---|--:|--:|--:|\n")
+		}
+		fmt.Fprintf(&sb, "| %s | %s | %.2f s | %.2f s | %.2f× |\n", r.Title, r.Cipher, ca, cb, cb/ca)
+	}
+	return sb.String()
+}
+
 func fmtValue(v float64, unit string) string {
 	switch unit {
 	case "ms", "KiB":
@@ -152,6 +174,7 @@ func (b *bench) markdown(table string) string {
 	if len(b.skipped) > 0 {
 		sb.WriteString("\nSkipped: " + strings.Join(b.skipped, "; ") + "\n")
 	}
+	sb.WriteString(b.cpuTable())
 	sb.WriteString(method)
 	if n := strings.TrimSpace(notes); n != "" {
 		sb.WriteString("\n" + n + "\n")
@@ -167,5 +190,7 @@ const method = `
 - **Port forwarding:** ` + "`ssh -N -L`" + ` to a sink in the bench process; time from the first byte written to the sink's EOF.
 - **Handshake rate:** 32 goroutines of a golang.org/x/crypto/ssh client dial, complete the key exchange and public key authentication, and close, for 10 s per run. The client is pinned to curve25519-sha256, ssh-ed25519 and aes128-gcm so that both servers do the same work. Server CPU comes from /proc (for sshd the listener's own and its reaped children's time).
 - **Memory per idle session:** a fresh server, then 500 and 2000 connections, each with a pty and a login shell that has printed its prompt; (memory after − memory before) / sessions, 3 s after the last one opened. OpenSSH: PSS summed over the listener and every sshd process below it; bastion: RSS of its process. The users' shells are not counted for either.
-- The bench's own clients and load generator run on the same cores as the servers, in the same way for both.
+- **Shells:** both servers give the sessions an empty temporary ` + "`$HOME`" + ` (sshd through ` + "`SetEnv HOME=`" + `, bastion through its users file), so that the user's rc files (on the machine measured here, root's ~/.bashrc runs ` + "`pyenv init`" + `, about 100 ms of CPU per login shell) are not what is measured; ` + "`-real-home`" + ` turns that off.
+- **Server CPU per GiB:** the CPU time the server used during each measured transfer, from /proc (bastion's process and its reaped children; sshd's listener with its reaped per-connection processes and their children), divided by the GiB moved. It includes the remote command (cat, head, scp, sftp-server), the same programs for both.
+- The bench's own clients and load generator run on the same cores as the servers, in the same way for both; other load on the machine shows up as spread between repetitions (see the samples in the JSON).
 `
