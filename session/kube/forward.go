@@ -203,6 +203,11 @@ func (b *Backend) forward(ctx context.Context, cl *cluster, cs *clients, pod *co
 	go func() {
 		defer b.wg.Done()
 		c, err := b.openForward(cs, pod, port)
+		if err != nil && ctx.Err() == nil {
+			// A tunnel that closed as it opened: once more, on a new one.
+			b.log.Debug("port-forward failed; retrying once", "pod", pod.Namespace+"/"+pod.Name, "err", err)
+			c, err = b.openForward(cs, pod, port)
+		}
 		select {
 		case ch <- result{c, err}:
 		case <-ctx.Done():
