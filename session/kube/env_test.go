@@ -34,7 +34,7 @@ type env struct {
 	id      *kubeenv.Identity
 }
 
-func newEnv(t *testing.T, opts ...kubeenv.Option) *env {
+func newEnv(t testing.TB, opts ...kubeenv.Option) *env {
 	t.Helper()
 	admin, client := kubetest.Client(t)
 	sys := kubetest.Namespace(t, client)
