@@ -45,6 +45,7 @@ type options struct {
 	verbose     bool
 	realHome    bool
 	rev         string
+	render      bool
 }
 
 // groups are the case groups -cases selects, in run order.
@@ -75,6 +76,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	defer stop()
 
 	b := &bench{opt: opt, out: stdout, start: time.Now()}
+	if opt.render {
+		if err := b.rerender(); err != nil {
+			fmt.Fprintf(stderr, "bench: -render: %v\n", err)
+			return 1
+		}
+		return 0
+	}
 	b.deadline = b.start.Add(opt.budget)
 	code := b.run(ctx)
 	if ctx.Err() != nil && code == 0 {
@@ -99,6 +107,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	outDir := fs.String("out", "", "write benchmarks.md and benchmarks.json here (default: docs/ of the module, and only after a full run of every case)")
 	noWrite := fs.Bool("n", false, "print the table only; do not write docs/")
 	bin := fs.String("bastion", "", "use this bastion binary instead of building ./cmd/bastion")
+	render := fs.Bool("render", false, "rewrite benchmarks.md from benchmarks.json and bench/notes.md without measuring")
 	rev := fs.String("rev", "", "build bastion from this git revision (e.g. HEAD) instead of the working tree, which others may be editing")
 	keep := fs.Bool("keep", false, "keep the temporary directory (configs, logs) for inspection")
 	reps := fs.Int("reps", 0, "rounds of A B per case (default: 3, 2 for scp and sftp, 1 with -quick; login always 20)")
@@ -120,7 +129,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	}
 	opt := options{
 		quick: *quick, sshdPort: *sshdPort, bastionPort: *bastionPort, outDir: *outDir,
-		write: !*noWrite, bastionBin: *bin, keep: *keep, reps: *reps, budget: budget, verbose: *verbose, realHome: *realHome, rev: *rev,
+		write: !*noWrite, bastionBin: *bin, keep: *keep, reps: *reps, budget: budget, verbose: *verbose, realHome: *realHome, rev: *rev, render: *render,
 		cases: map[string]bool{},
 	}
 	for _, c := range strings.Split(*cases, ",") {

@@ -43,13 +43,8 @@ func (b *bench) report() {
 		return
 	}
 	md := b.markdown(table)
-	js, _ := json.MarshalIndent(struct {
-		Env        envInfo           `json:"env"`
-		Options    map[string]any    `json:"options"`
-		Negotiated map[string]string `json:"negotiated,omitempty"`
-		Results    []*result         `json:"results"`
-		Skipped    []string          `json:"skipped,omitempty"`
-	}{b.env, map[string]any{"quick": b.opt.quick, "reps_flag": b.opt.reps, "ciphers": b.opt.ciphers, "login_runs": b.loginRuns()}, b.negotiatedAll, b.results, b.skipped}, "", "  ")
+	js, _ := json.MarshalIndent(saved{b.env, map[string]any{"quick": b.opt.quick, "reps_flag": b.opt.reps, "ciphers": b.opt.ciphers, "login_runs": b.loginRuns()},
+		b.negotiatedAll, b.results, b.skipped}, "", "  ")
 	for _, f := range []struct {
 		name string
 		data []byte
@@ -61,6 +56,55 @@ func (b *bench) report() {
 		}
 		fmt.Fprintf(b.out, "wrote %s\n", p)
 	}
+}
+
+// saved is benchmarks.json.
+type saved struct {
+	Env        envInfo           `json:"env"`
+	Options    map[string]any    `json:"options"`
+	Negotiated map[string]string `json:"negotiated,omitempty"`
+	Results    []*result         `json:"results"`
+	Skipped    []string          `json:"skipped,omitempty"`
+}
+
+// rerender rewrites benchmarks.md from benchmarks.json, for when only
+// bench/notes.md or the layout changed.
+func (b *bench) rerender() error {
+	root, err := moduleRoot()
+	if err != nil {
+		return err
+	}
+	dir := b.opt.outDir
+	if dir == "" {
+		dir = filepath.Join(root, "docs")
+	}
+	data, err := os.ReadFile(filepath.Join(dir, "benchmarks.json"))
+	if err != nil {
+		return err
+	}
+	var sv saved
+	if err := json.Unmarshal(data, &sv); err != nil {
+		return fmt.Errorf("benchmarks.json: %w", err)
+	}
+	b.env, b.negotiatedAll, b.results, b.skipped = sv.Env, sv.Negotiated, sv.Results, sv.Skipped
+	b.opt.quick = sv.Env.Quick
+	b.opt.ciphers = nil
+	if cs, ok := sv.Options["ciphers"].([]any); ok {
+		for _, c := range cs {
+			if s, ok := c.(string); ok {
+				b.opt.ciphers = append(b.opt.ciphers, s)
+			}
+		}
+	}
+	for i, r := range b.results {
+		r.order = i
+	}
+	p := filepath.Join(dir, "benchmarks.md")
+	if err := os.WriteFile(p, []byte(b.markdown(b.table())), 0o644); err != nil {
+		return err
+	}
+	fmt.Fprintf(b.out, "wrote %s\n", p)
+	return nil
 }
 
 func (b *bench) loginRuns() int {
