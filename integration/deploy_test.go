@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
@@ -300,6 +301,26 @@ func TestDeployManifests(t *testing.T) {
 		}
 	})
 
+	t.Run("ServiceAccount is deploy/rbac's", func(t *testing.T) {
+		data, err := os.ReadFile(deployRBAC)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rb := depParse(t, string(data))
+		sa := m.get(t, "ServiceAccount", spec.ServiceAccountName).(*corev1.ServiceAccount)
+		want, ok := rb.byKind["ServiceAccount"][spec.ServiceAccountName].(*corev1.ServiceAccount)
+		if !ok {
+			t.Fatalf("%s has no ServiceAccount %s, which the Deployment runs as", deployRBAC, spec.ServiceAccountName)
+		}
+		if !depEqualPtr(sa.AutomountServiceAccountToken, want.AutomountServiceAccountToken) || !maps.Equal(sa.Labels, want.Labels) {
+			t.Errorf("ServiceAccount %s differs from %s's (automount %v/%v, labels %v/%v): applying one would change the other",
+				sa.Name, deployRBAC, sa.AutomountServiceAccountToken, want.AutomountServiceAccountToken, sa.Labels, want.Labels)
+		}
+		if spec.AutomountServiceAccountToken == nil || !*spec.AutomountServiceAccountToken {
+			t.Error("the pod does not mount its ServiceAccount token, which in-cluster.kubeconfig uses")
+		}
+	})
+
 	t.Run("config and secrets without a hash suffix", func(t *testing.T) {
 		// A hashed name would restart every replica on each change, which
 		// is what the reload on the ..data swap exists to avoid.
@@ -447,6 +468,7 @@ func depBastionMetrics(t *testing.T) map[string]bool {
 // "restricted" enforced on the bastion's pod.
 func TestDeployServerDryRun(t *testing.T) {
 	k := newDeployCluster(t)
+	t.Parallel()
 	ns := kubetest.Namespace(t, k.client)
 
 	// The overlay, moved into the test's namespace.
@@ -553,6 +575,7 @@ func TestDeployServerDryRun(t *testing.T) {
 // the binary mounted from this machine (the cluster's only node).
 func TestDeployConfigInPod(t *testing.T) {
 	k := newDeployCluster(t)
+	t.Parallel()
 	ns := kubetest.Namespace(t, k.client)
 
 	bin := filepath.Join(t.TempDir(), "bastion")
@@ -641,6 +664,7 @@ func TestDeployConfigInPod(t *testing.T) {
 // exec, port-forward, annotate, delete a pod).
 func TestDeployRBAC(t *testing.T) {
 	k := newDeployCluster(t)
+	t.Parallel()
 	ns := kubetest.Namespace(t, k.client)
 	suffix := "-" + ns
 
@@ -681,7 +705,9 @@ func TestDeployRBAC(t *testing.T) {
 		for _, obj := range apply {
 			switch obj.(type) {
 			case *rbacv1.ClusterRole, *rbacv1.ClusterRoleBinding:
-				_, _ = k.kubectl(t, k.server, k.adminConfig, depYAML(t, obj), "delete", "--ignore-not-found", "--wait", "-f", "-")
+				if out, err := k.kubectl(t, k.server, k.adminConfig, depYAML(t, obj), "delete", "--ignore-not-found", "--wait", "-f", "-"); err != nil {
+					t.Errorf("clean-up: kubectl delete: %v\n%s", err, out)
+				}
 			}
 		}
 	})
@@ -849,6 +875,10 @@ func depWhere(w, ns string) string {
 }
 
 func depPtr[T any](v T) *T { return &v }
+
+func depEqualPtr[T comparable](a, b *T) bool {
+	return (a == nil) == (b == nil) && (a == nil || *a == *b)
+}
 
 func depKeys[V any](m map[string]V) []string {
 	var out []string
@@ -1107,7 +1137,9 @@ func (k *deployCluster) writeConfig(t *testing.T, name string, user *clientcmdap
 // kubectl runs bin with kubeconfig and returns its combined output.
 func (k *deployCluster) kubectl(t *testing.T, bin, kubeconfig, stdin string, args ...string) (string, error) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	// WithoutCancel: t.Context() is already cancelled when the clean-ups
+	// that delete cluster-wide objects run.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(t.Context()), 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, append([]string{"--kubeconfig", kubeconfig, "--request-timeout=30s"}, args...)...)
 	cmd.Stdin = strings.NewReader(stdin)
