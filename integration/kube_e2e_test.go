@@ -355,7 +355,11 @@ func TestKubeSessions(t *testing.T) {
 
 	t.Run("ssh -L to a Service in the tool's namespace, and denied forwards", func(t *testing.T) {
 		ns := w.ns("tool", "mytool")
-		echoDeployment(t, w.client, ns, w.project) // the namespace exists: mytool logged in above
+		// mytool's first login makes its namespace.
+		if _, errOut, code := w.ssh(t, s, "alice+mytool", "alice-1", "", "--", "true"); code != 0 {
+			t.Fatalf("mytool: exit %d %q", code, errOut)
+		}
+		echoDeployment(t, w.client, ns, w.project)
 		port := freePort(t)
 		fwd := startForward(t, s, w.key(t, "alice-1"), "alice", port+":echo."+ns+".svc:80")
 		ok, err := dialEcho("127.0.0.1:" + port)

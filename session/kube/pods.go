@@ -15,7 +15,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/tools/cache"
 	watchtools "k8s.io/client-go/tools/watch"
@@ -448,33 +447,59 @@ func (b *Backend) monitor(t *tracked, cs *clients, pod *corev1.Pod) *instance {
 	go func() {
 		defer b.wg.Done()
 		defer stop()
-		err := watchPod(ctx, cs, pod.Namespace, pod.Name, pod.ResourceVersion, func(ev watch.Event) (bool, error) {
-			if ev.Type == watch.Deleted {
-				inst.reason = "was deleted"
-				return true, nil
-			}
-			p, ok := ev.Object.(*corev1.Pod)
-			if !ok || p.UID != inst.uid {
-				inst.reason = "was deleted"
-				return ok, nil
-			}
+		check := func(p *corev1.Pod) bool {
 			switch {
+			case p.UID != inst.uid:
+				inst.reason = "was deleted"
 			case p.Status.Reason == "Evicted":
 				inst.reason = "was evicted (" + strings.TrimSuffix(p.Status.Message, ".") + ")"
 			case p.DeletionTimestamp != nil:
 				inst.reason = "was deleted"
 			case podFinished(p):
 				inst.reason = "stopped (" + string(p.Status.Phase) + ")"
-			default:
-				return false, nil
 			}
-			return true, nil
-		})
+			return inst.reason != ""
+		}
+		rv := pod.ResourceVersion
+		for {
+			err := watchPod(ctx, cs, pod.Namespace, pod.Name, rv, func(ev watch.Event) (bool, error) {
+				if ev.Type == watch.Deleted {
+					inst.reason = "was deleted"
+					return true, nil
+				}
+				p, ok := ev.Object.(*corev1.Pod)
+				return ok && check(p), nil
+			})
+			if inst.reason != "" || ctx.Err() != nil {
+				break
+			}
+			// The watch broke off (say, its resourceVersion expired while the
+			// API server restarted): look at the pod again and go on.
+			b.log.Debug("watch on a shell pod ended; resuming", "pod", pod.Namespace+"/"+pod.Name, "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+			if ctx.Err() != nil {
+				break
+			}
+			gctx, cancel := context.WithTimeout(ctx, b.cfg.APITimeout)
+			p, gerr := cs.cs.CoreV1().Pods(pod.Namespace).Get(gctx, pod.Name, metav1.GetOptions{})
+			cancel()
+			if apierrors.IsNotFound(gerr) {
+				inst.reason = "was deleted"
+				break
+			}
+			if gerr == nil {
+				if check(p) {
+					break
+				}
+				rv = p.ResourceVersion
+			}
+		}
 		if inst.reason != "" {
 			b.log.Info("shell pod went away under its sessions", "pod", pod.Namespace+"/"+pod.Name, "reason", inst.reason)
 			close(inst.gone)
-		} else if err != nil && ctx.Err() == nil {
-			b.log.Warn("watch on a shell pod ended", "pod", pod.Namespace+"/"+pod.Name, "err", err)
 		}
 	}()
 	return inst
@@ -532,4 +557,3 @@ func (p *progress) clear() {
 	}
 }
 
-var _ = types.UID("")
