@@ -556,4 +556,3 @@ func (p *progress) clear() {
 		p.shown = false
 	}
 }
-
