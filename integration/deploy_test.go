@@ -649,12 +649,6 @@ func TestDeployConfigInPod(t *testing.T) {
 	if done.Status.Phase == corev1.PodSucceeded && strings.Contains(logs, "config ok") {
 		return
 	}
-	if strings.Contains(logs, "are too open") {
-		// KNOWN GAP (docs/operations.md, "Known gaps"): sshd refuses the
-		// 0440 root:fsGroup files of a Secret volume. Remove this branch
-		// once sshd accepts a key file it does not own.
-		t.Skip("KNOWN GAP: bastion refuses the host keys as a Secret volume mounts them (root-owned, 0440 with fsGroup):\n" + logs)
-	}
 	t.Fatalf("bastion check-config refused the deployed config, Secrets and mounts:\n%s", logs)
 }
 

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 
 	"golang.org/x/crypto/ssh"
 )
@@ -53,7 +54,10 @@ func loadHostKey(path string) (ssh.Signer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("host key %s: %w", path, err)
 	}
-	if st.Mode().Perm()&0o077 != 0 {
+	// Like OpenSSH, refuse a key we own that others can read; a key owned
+	// by someone else (root, in a Kubernetes Secret mounted 0440 for the
+	// pod's fsGroup) is the owner's business.
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok && int(sys.Uid) == os.Getuid() && st.Mode().Perm()&0o077 != 0 {
 		return nil, fmt.Errorf("host key %s: permissions %04o are too open; run chmod 600 %s", path, st.Mode().Perm(), path)
 	}
 	data, err := os.ReadFile(path)
