@@ -460,3 +460,69 @@ func TestForwardToToolService(t *testing.T) {
 }
 
 var _ = corev1.PodRunning
+
+// A pod no node can take: the user reads why within seconds, and the pod
+// goes.
+func TestUnschedulable(t *testing.T) {
+	e := newEnv(t)
+	cfg := e.config()
+	cfg.Pod.NodeSelector = map[string]string{"bastion.test/no-such-node": "true"}
+	b := e.backend(t, cfg)
+	u := person("nonode", 5401, kubeenv.Home(t, 5401, 5401))
+	start := time.Now()
+	_, _, _, err := runCmd(t, b, u, nil, "true", "")
+	if msg := userMsg(t, err); !strings.Contains(msg, "no node in "+e.project+" has room for your shell") {
+		t.Errorf("message %q", msg)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("took %v", d)
+	}
+	wctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	if err := kubeenv.WaitNoPods(wctx, e.client, shellSelector+","+labelProject+"="+e.project); err != nil {
+		t.Errorf("the pod was left behind: %v", err)
+	}
+}
+
+// SSH signal requests reach the session's process; the pod is locked
+// down (no privileges, no capabilities, read-only root, no token).
+func TestSignalsAndLockdown(t *testing.T) {
+	e := newEnv(t)
+	b := e.backend(t, e.config())
+	u := person("locked", 5501, kubeenv.Home(t, 5501, 5501))
+	sigs := make(chan session.Signal, 1)
+	var out syncBuffer
+	done := make(chan session.ExitStatus, 1)
+	go func() {
+		st, err := b.Run(t.Context(), session.Request{User: u, Account: u.Account, Signals: sigs,
+			Command: `trap 'echo got-INT; exit 5' INT; echo ready; while :; do sleep 0.1; done`,
+			Stdin:   strings.NewReader(""), Stdout: &out, Stderr: &out})
+		if err != nil {
+			t.Error(err)
+		}
+		done <- st
+	}()
+	waitFor(t, &out, "ready", time.Minute)
+	sigs <- "INT"
+	select {
+	case st := <-done:
+		if st.Code != 5 || !strings.Contains(out.String(), "got-INT") {
+			t.Errorf("status %+v output %q", st, out.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the signal did not arrive")
+	}
+
+	out2, errOut, _, err := runCmd(t, b, u, nil, `grep -E '^(NoNewPrivs|CapEff|Seccomp):' /proc/self/status | tr -s '\t' ' '
+touch /probe 2>/dev/null && echo root-writable
+test -e /var/run/secrets/kubernetes.io/serviceaccount/token && echo token
+touch /tmp/ok /var/tmp/ok && echo tmp-writable
+id -un`, "")
+	if err != nil {
+		t.Fatal(err, errOut)
+	}
+	want := "CapEff: 0000000000000000\nNoNewPrivs: 1\nSeccomp: 2\ntmp-writable\nlocked\n"
+	if out2 != want {
+		t.Errorf("lockdown:\n%s\nwant:\n%s", out2, want)
+	}
+}
