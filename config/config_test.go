@@ -144,3 +144,12 @@ func FuzzParseForwardRule(f *testing.F) {
 		}
 	})
 }
+
+func TestCiphers(t *testing.T) {
+	t.Parallel()
+	cfg, _ := Parse([]byte("ssh:\n  host_keys: [/k]\n  ciphers: [aes128-gcm@openssh.com, aes128-ctr]\ndirectory:\n  file: /u\n"))
+	err := cfg.Validate()
+	if err == nil || !strings.Contains(err.Error(), `ssh.ciphers[1]: "aes128-ctr" is not one of`) {
+		t.Fatalf("Validate: %v", err)
+	}
+}

@@ -3,6 +3,7 @@ package config
 import (
 	"net"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -18,7 +19,15 @@ type SSH struct {
 	// SFTPServer is the sftp-server binary the backend runs for the
 	// "sftp" subsystem.
 	SFTPServer string `yaml:"sftp_server"`
+	// Ciphers overrides the ciphers offered (a subset of ModernCiphers).
+	// Empty: AES-GCM only where the CPU has AES instructions (clients
+	// then pick it over their default chacha20-poly1305, which is much
+	// slower in Go), plus chacha20-poly1305 elsewhere.
+	Ciphers []string `yaml:"ciphers"`
 }
+
+// ModernCiphers are the ciphers bastion can offer.
+var ModernCiphers = []string{"aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "chacha20-poly1305@openssh.com"}
 
 func defaultSSH() SSH {
 	return SSH{
@@ -37,6 +46,15 @@ func (s *SSH) validate(p *Problems, path string) {
 	for i, k := range s.HostKeys {
 		if k == "" {
 			p.Addf(path+".host_keys["+strconv.Itoa(i)+"]", "empty path")
+		}
+	}
+	for i, c := range s.Ciphers {
+		ok := false
+		for _, m := range ModernCiphers {
+			ok = ok || c == m
+		}
+		if !ok {
+			p.Addf(path+".ciphers["+strconv.Itoa(i)+"]", "%q is not one of %s", c, strings.Join(ModernCiphers, ", "))
 		}
 	}
 	if s.SFTPServer == "" {

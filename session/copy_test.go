@@ -41,7 +41,8 @@ func TestCopy(t *testing.T) {
 		wantSizes []int
 	}{
 		{"keystrokes stay small", []int{1, 1, 1}, []int{512, 512, 512}},
-		{"bulk switches to big", []int{512, 32 * 1024, 32 * 1024, 100}, []int{512, 32 * 1024, 32 * 1024, 32 * 1024, 512}},
+		{"bulk switches to big", []int{512, 32 * 1024, 32 * 1024, 100}, []int{512, bigBuf, bigBuf, bigBuf, 512}},
+		{"short bulk reads stay big", []int{512, 64 * 1024, 8 * 1024, 64 * 1024, 512, 1}, []int{512, bigBuf, bigBuf, bigBuf, bigBuf, 512}},
 	}
 	for _, tt := range tests {
 		src := &chunkReader{data: data[:sum(tt.chunks)], chunks: tt.chunks}

@@ -29,7 +29,7 @@ func BenchmarkLogin(b *testing.B) {
 func BenchmarkThroughput(b *testing.B) {
 	for _, cipher := range []string{ssh.CipherAES128GCM, ssh.CipherChaCha20Poly1305} {
 		b.Run(cipher, func(b *testing.B) {
-			f := newFixture(b, nil)
+			f := newFixture(b, func(s *Settings) { s.SSH.Ciphers = []string{cipher} })
 			c, err := ssh.Dial("tcp", f.addr, &ssh.ClientConfig{
 				User: f.user, Auth: []ssh.AuthMethod{ssh.PublicKeys(f.signer)},
 				HostKeyCallback: ssh.InsecureIgnoreHostKey(),

@@ -87,7 +87,9 @@ func (c *conn) serve(parent context.Context) {
 
 	lim := c.st.Limits
 	_ = c.nc.SetDeadline(time.Now().Add(lim.LoginGraceTime))
-	sc, chans, reqs, err := ssh.NewServerConn(c.nc, c.serverConfig())
+	hc, stopQuickAck := withQuickAck(c.nc)
+	sc, chans, reqs, err := ssh.NewServerConn(hc, c.serverConfig())
+	stopQuickAck()
 	c.srv.authenticated() // no longer counts against max_startups
 	if err != nil {
 		c.logHandshakeError(err)
@@ -203,7 +205,7 @@ func (c *conn) serverConfig() *ssh.ServerConfig {
 	cfg := &ssh.ServerConfig{
 		Config: ssh.Config{
 			KeyExchanges: []string{ssh.KeyExchangeMLKEM768X25519, ssh.KeyExchangeCurve25519, "curve25519-sha256@libssh.org"},
-			Ciphers:      []string{ssh.CipherAES128GCM, ssh.CipherAES256GCM, ssh.CipherChaCha20Poly1305},
+			Ciphers:      serverCiphers(st.SSH.Ciphers),
 			MACs:         []string{ssh.HMACSHA256ETM, ssh.HMACSHA512ETM},
 		},
 		MaxAuthTries:      st.Limits.MaxAuthTries,

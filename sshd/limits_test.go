@@ -151,3 +151,28 @@ func waitCond(t *testing.T, what string, d time.Duration, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+func TestCipherChoice(t *testing.T) {
+	for _, tt := range []struct {
+		configured []string
+		client     string
+		ok         bool
+	}{
+		{nil, ssh.CipherAES128GCM, true},
+		{nil, ssh.CipherChaCha20Poly1305, !aesGCMInHardware},
+		{[]string{ssh.CipherChaCha20Poly1305}, ssh.CipherChaCha20Poly1305, true},
+		{[]string{ssh.CipherChaCha20Poly1305}, ssh.CipherAES128GCM, false},
+	} {
+		f := newFixture(t, func(s *Settings) { s.SSH.Ciphers = tt.configured })
+		c, err := ssh.Dial("tcp", f.addr, &ssh.ClientConfig{
+			User: f.user, Auth: []ssh.AuthMethod{ssh.PublicKeys(f.signer)}, HostKeyCallback: ssh.InsecureIgnoreHostKey(),
+			Config: ssh.Config{Ciphers: []string{tt.client}},
+		})
+		if (err == nil) != tt.ok {
+			t.Errorf("configured %v, client %s: err %v, want ok=%v", tt.configured, tt.client, err, tt.ok)
+		}
+		if c != nil {
+			c.Close()
+		}
+	}
+}

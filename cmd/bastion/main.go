@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime/debug"
 	"syscall"
 
 	"github.com/bastion-ssh/bastion/config"
@@ -26,6 +27,14 @@ commands:
 `
 
 func main() {
+	if os.Getenv("GOGC") == "" {
+		// x/crypto allocates a fresh buffer for every packet it reads
+		// (transport.go, connectionState.readPacket), so a bulk transfer
+		// allocates as much as it moves. Collecting at 200% instead of 100%
+		// takes 18% off the CPU per GiB through ssh -L, for about 5 KiB
+		// more per idle session (go run ./bench).
+		debug.SetGCPercent(200)
+	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 

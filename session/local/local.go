@@ -41,6 +41,8 @@ type Backend struct {
 	// readers are the stdin readers that may outlive a Run (see
 	// session.Request.Stdin); Close waits for them.
 	readers sync.WaitGroup
+	// exits tells supervise when a process has exited.
+	exits exitWatcher
 }
 
 // New returns a local backend.
@@ -48,9 +50,12 @@ func New(log *slog.Logger) *Backend {
 	return &Backend{log: log, asRoot: os.Geteuid() == 0}
 }
 
-// Close waits for the stdin readers of finished sessions; their streams
-// must have been closed.
-func (b *Backend) Close() { b.readers.Wait() }
+// Close stops the exit watcher and waits for the stdin readers of
+// finished sessions; their streams must have been closed.
+func (b *Backend) Close() {
+	b.exits.close()
+	b.readers.Wait()
+}
 
 // SwitchesUser reports whether processes run as the account's uid (true
 // when bastion runs as root) or as bastion's own user.
@@ -144,7 +149,7 @@ func (b *Backend) readStdin(dst io.Writer, src io.Reader, done func()) {
 // forwards signals and window sizes. It returns when the process has
 // exited.
 func (b *Backend) supervise(ctx context.Context, cmd *exec.Cmd, signals <-chan session.Signal, resize <-chan session.WindowSize, setSize func(session.WindowSize)) (session.ExitStatus, error) {
-	exited := waitExit(cmd.Process.Pid)
+	exited := b.exits.wait(cmd.Process.Pid)
 	pid := cmd.Process.Pid
 	var killTimer <-chan time.Time
 	done := ctx.Done()
