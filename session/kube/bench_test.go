@@ -16,6 +16,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/tools/remotecommand"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
@@ -231,3 +233,48 @@ func adminKubeconfig(b testing.TB, e *env) string {
 }
 
 var _ = errors.New
+
+// BenchmarkPromptRawExec is the floor under BenchmarkPromptWarm: the same
+// exec of /bin/bash -l with client-go in this process, without the
+// session annotation, the wrapper or the pod watch.
+func BenchmarkPromptRawExec(b *testing.B) {
+	e := newEnv(b)
+	be := e.backend(b, e.config())
+	u := benchUser(b, "raw", 6004)
+	prompt(b, be, u)
+	pod := e.shellPods(b)[0]
+	cs, err := be.clientsFor(be.order[0])
+	if err != nil {
+		b.Fatal(err)
+	}
+	var total time.Duration
+	b.ResetTimer()
+	for range b.N {
+		opts := &corev1.PodExecOptions{Container: containerName, Command: []string{"/bin/bash", "-l"}, Stdin: true, Stdout: true, TTY: true}
+		url := cs.cs.CoreV1().RESTClient().Post().Resource("pods").Namespace(pod.Namespace).Name(pod.Name).
+			SubResource("exec").VersionedParams(opts, scheme.ParameterCodec).URL().String()
+		start := time.Now()
+		ex, err := cs.executor(url)
+		if err != nil {
+			b.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(b.Context())
+		fb := newFirstByte()
+		pr, pw := io.Pipe()
+		done := make(chan struct{})
+		go func() {
+			_ = ex.StreamWithContext(ctx, remotecommand.StreamOptions{Stdin: pr, Stdout: fb, Tty: true})
+			close(done)
+		}()
+		total += (<-fb.at).Sub(start)
+		io.WriteString(pw, "exit\r")
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+		}
+		cancel()
+		<-done
+		pw.Close()
+	}
+	b.ReportMetric(float64(total.Microseconds())/1000/float64(b.N), "prompt-ms/op")
+}
