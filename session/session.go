@@ -80,6 +80,10 @@ type Backend interface {
 	Dial(ctx context.Context, r Request, network, address string) (net.Conn, error)
 }
 
+// ErrForbidden marks a Dial refused by the backend's own policy (another
+// account's namespace or pod), as opposed to one that failed.
+var ErrForbidden = errors.New("forbidden by policy")
+
 // UserError is an error whose message is meant for the SSH user: one
 // line saying what went wrong and what to do.
 type UserError struct {

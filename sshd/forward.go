@@ -19,6 +19,15 @@ import (
 	"github.com/bastion-ssh/bastion/session"
 )
 
+// clusterNames is a backend that reaches names inside its own platform
+// (kube: Services and pods, NAME or NAME.NAMESPACE[.svc[.DOMAIN]]) and
+// applies its own policy to them (the account's own namespaces): for
+// those, Dial decides and forwarding.allow is not consulted. Every other
+// destination is checked against forwarding.allow first.
+type clusterNames interface {
+	InCluster(host string) bool
+}
+
 // dialTimeout bounds connecting a forwarded channel.
 const dialTimeout = 10 * time.Second
 
@@ -36,7 +45,10 @@ func (c *conn) handleDirectTCPIP(nch ssh.NewChannel) {
 		// A tool login forwards as the tool; keep the same policy.
 		log = log.With("account", c.login.Tool)
 	}
-	addr, err := allowForward(c.ctx, c.st.rules, m.Host, m.Port)
+	addr, err := dest, error(nil)
+	if cn, ok := c.srv.backend.(clusterNames); !ok || !cn.InCluster(m.Host) {
+		addr, err = allowForward(c.ctx, c.st.rules, m.Host, m.Port)
+	}
 	if err != nil {
 		log.Warn("forward denied", "reason", err.Error())
 		ops.Forwards.WithLabelValues("denied").Inc()
@@ -50,12 +62,20 @@ func (c *conn) handleDirectTCPIP(nch ssh.NewChannel) {
 	upstream, err := c.srv.backend.Dial(ctx, req, "tcp", addr)
 	cancel()
 	if err != nil {
-		log.Warn("forward failed", "err", err)
-		ops.Forwards.WithLabelValues("failed").Inc()
 		msg := "bastion: cannot connect to " + dest
 		if um, ok := session.UserMessage(err); ok {
 			msg = "bastion: " + um
 		}
+		if errors.Is(err, session.ErrForbidden) {
+			log.Warn("forward denied", "reason", err.Error())
+			ops.Forwards.WithLabelValues("denied").Inc()
+			c.srv.audit.Emit(audit.Event{Type: audit.ForwardDeny, Conn: c.id, User: c.login.User, Account: c.accountName(),
+				Destination: dest, Reason: err.Error()})
+			_ = nch.Reject(ssh.Prohibited, msg)
+			return
+		}
+		log.Warn("forward failed", "err", err)
+		ops.Forwards.WithLabelValues("failed").Inc()
 		_ = nch.Reject(ssh.ConnectionFailed, msg)
 		return
 	}

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 
+	"github.com/bastion-ssh/bastion/audit"
 	"github.com/bastion-ssh/bastion/config"
 	"github.com/bastion-ssh/bastion/session"
 	"github.com/bastion-ssh/bastion/session/kube"
@@ -14,7 +15,7 @@ import (
 
 // openBackend returns the backend named by backend.type and a function
 // that releases it once the server has stopped.
-func openBackend(ctx context.Context, cfg config.Config, log *slog.Logger) (session.Backend, func(), error) {
+func openBackend(ctx context.Context, cfg config.Config, auditLog *audit.Log, log *slog.Logger) (session.Backend, func(), error) {
 	switch cfg.Backend.Type {
 	case "local":
 		b := local.New(log.With("backend", "local"))
@@ -27,6 +28,7 @@ func openBackend(ctx context.Context, cfg config.Config, log *slog.Logger) (sess
 		if err != nil {
 			return nil, nil, err
 		}
+		b.SetAudit(auditLog)
 		b.Start(ctx)
 		return b, b.Close, nil
 	default:

@@ -53,7 +53,7 @@ func serve(cfg config.Config, load func() (config.Config, error), watched []stri
 		return 1
 	}
 	defer closeDir()
-	backend, closeBackend, err := openBackend(ctx, cfg, log)
+	backend, closeBackend, err := openBackend(ctx, cfg, auditLog, log)
 	if err != nil {
 		log.Error("cannot start backend", "key", "backend", "err", err)
 		return 1

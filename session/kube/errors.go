@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/bastion-ssh/bastion/ops"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
@@ -38,5 +39,6 @@ func apiError(c *cluster, what string, err error) error {
 }
 
 func unavailableError(c *cluster, err error) error {
+	ops.KubeAPIErrors.WithLabelValues(c.cfg.Name).Inc()
 	return session.UserErrorf(err, fmt.Sprintf("the cluster for project %s is unavailable; try again in a few minutes", c.cfg.Name))
 }

@@ -73,7 +73,7 @@ func (b *Backend) Dial(ctx context.Context, r session.Request, network, address 
 	}
 	accounts, ok := b.allowedIn(cl, r, ns)
 	if !ok {
-		return nil, session.UserErrorf(fmt.Errorf("namespace %s is not %s's", ns, r.Account.Name),
+		return nil, session.UserErrorf(fmt.Errorf("namespace %s is not %s's: %w", ns, r.Account.Name, session.ErrForbidden),
 			fmt.Sprintf("forwarding into namespace %s is not allowed: only your own (and your tools') namespaces in %s", ns, cl.cfg.Name))
 	}
 	pod, podPort, err := b.resolveTarget(ctx, cl, cs, tg.name, ns, uint16(port))
@@ -81,7 +81,7 @@ func (b *Backend) Dial(ctx context.Context, r session.Request, network, address 
 		return nil, err
 	}
 	if pod.Labels[labelManagedBy] == managedBy && pod.Labels[labelComponent] == componentShell && !accounts[pod.Annotations[annoAccount]] {
-		return nil, session.UserErrorf(fmt.Errorf("pod %s/%s is the shell of %q", ns, pod.Name, pod.Annotations[annoAccount]),
+		return nil, session.UserErrorf(fmt.Errorf("pod %s/%s is the shell of %q: %w", ns, pod.Name, pod.Annotations[annoAccount], session.ErrForbidden),
 			fmt.Sprintf("%s.%s is another account's shell; forwarding to it is not allowed", tg.name, ns))
 	}
 	return b.forward(ctx, cl, cs, pod, podPort)

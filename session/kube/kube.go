@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/bastion-ssh/bastion/audit"
+	"github.com/bastion-ssh/bastion/ops"
 	"log/slog"
 	"maps"
 	"os"
@@ -33,6 +35,8 @@ type Backend struct {
 	mu       sync.Mutex
 	tracked  map[string]*tracked
 	failures map[string]int64 // start failures by reason
+
+	audit *audit.Log // pod.created and pod.reaped events; nil: none
 
 	// wg owns every goroutine the backend starts: loops, pod watches,
 	// stdin readers (which may outlive a Run) and port-forward readers.
@@ -129,10 +133,32 @@ func (b *Backend) StartFailures() map[string]int64 {
 	return maps.Clone(b.failures)
 }
 
-func (b *Backend) countStartFailure(reason string) {
+// SetAudit makes the backend write pod.created and pod.reaped audit
+// events; call it before Start.
+func (b *Backend) SetAudit(a *audit.Log) { b.audit = a }
+
+func (b *Backend) countStartFailure(cl *cluster, reason string) {
 	b.mu.Lock()
 	b.failures[reason]++
 	b.mu.Unlock()
+	ops.PodStartFailures.WithLabelValues(cl.cfg.Name, reason).Inc()
+}
+
+// Ping reports whether at least one cluster's API server answers;
+// readiness asks it.
+func (b *Backend) Ping(ctx context.Context) error {
+	var errs []error
+	for _, cl := range b.order {
+		cs, _, err := cl.clients()
+		if err == nil {
+			_, err = cs.cs.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
+		}
+		if err == nil {
+			return nil
+		}
+		errs = append(errs, fmt.Errorf("cluster %s: %w", cl.cfg.Name, err))
+	}
+	return errors.Join(errs...)
 }
 
 func (b *Backend) startFailures(reason string) int64 {

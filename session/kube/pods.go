@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/bastion-ssh/bastion/audit"
+	"github.com/bastion-ssh/bastion/ops"
 	"io"
 	"strconv"
 	"strings"
@@ -176,6 +178,8 @@ func (b *Backend) create(ctx context.Context, cl *cluster, cs *clients, t *track
 		switch {
 		case err == nil:
 			b.log.Info("created shell pod", "pod", pod.Namespace+"/"+pod.Name, "image", pod.Spec.Containers[0].Image)
+			b.audit.Emit(audit.Event{Type: audit.PodCreated, Cluster: cl.cfg.Name, Namespace: pod.Namespace, Pod: pod.Name,
+				Account: pod.Annotations[annoAccount], Image: pod.Spec.Containers[0].Image})
 			return created, nil
 		case attempt < 2 && apierrors.IsNotFound(err):
 			// The namespace is missing.
@@ -364,13 +368,21 @@ func (b *Backend) waitReady(ctx context.Context, cl *cluster, cs *clients, pod *
 		})
 	}
 	if err == nil {
+		if !podReady(pod) {
+			// This session waited for the pod to start.
+			since := pod.CreationTimestamp.Time
+			if since.IsZero() {
+				since = start
+			}
+			ops.PodStartDuration.WithLabelValues(cl.cfg.Name).Observe(time.Since(since).Seconds())
+		}
 		prog.done()
 		return cur, nil
 	}
 	var se *startError
 	switch {
 	case errors.As(err, &se):
-		b.countStartFailure(se.reason)
+		b.countStartFailure(cl, se.reason)
 		status, _ := json.Marshal(cur.Status)
 		b.log.Error("shell pod cannot start; deleting it", "pod", cur.Namespace+"/"+cur.Name, "reason", se.reason,
 			"image", cur.Spec.Containers[0].Image, "count", b.startFailures(se.reason), "status", string(status))
@@ -378,7 +390,7 @@ func (b *Backend) waitReady(ctx context.Context, cl *cluster, cs *clients, pod *
 		prog.clear()
 		return nil, session.UserErrorf(fmt.Errorf("pod %s/%s: %s", cur.Namespace, cur.Name, se.reason), se.msg)
 	case ctx.Err() == nil && errors.Is(context.Cause(wctx), errStartTimeout):
-		b.countStartFailure("StartTimeout")
+		b.countStartFailure(cl, "StartTimeout")
 		status, _ := json.Marshal(cur.Status)
 		b.log.Error("shell pod did not start in time; deleting it", "pod", cur.Namespace+"/"+cur.Name,
 			"timeout", b.cfg.StartTimeout, "count", b.startFailures("StartTimeout"), "status", string(status))

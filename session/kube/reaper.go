@@ -2,6 +2,8 @@ package kube
 
 import (
 	"context"
+	"github.com/bastion-ssh/bastion/audit"
+	"github.com/bastion-ssh/bastion/ops"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -61,6 +63,10 @@ func (b *Backend) sweepCluster(ctx context.Context, cl *cluster) {
 			// Someone started a session since the list: keep it.
 		case err != nil:
 			b.log.Warn("sweep: delete", "pod", pod.Namespace+"/"+pod.Name, "err", err)
+		default:
+			ops.PodsReaped.WithLabelValues(cl.cfg.Name).Inc()
+			b.audit.Emit(audit.Event{Type: audit.PodReaped, Cluster: cl.cfg.Name, Namespace: pod.Namespace, Pod: pod.Name,
+				Account: pod.Annotations[annoAccount], Reason: why})
 		}
 	}
 }
