@@ -60,6 +60,26 @@ type Kube struct {
 	// ClusterDomain is the clusters' DNS domain, for Service names in
 	// ssh -L destinations (NAME.NAMESPACE.svc.CLUSTER_DOMAIN).
 	ClusterDomain string `yaml:"cluster_domain"`
+	// Preflight checks, when the config is loaded and on every reload,
+	// that each cluster can start its shell images.
+	Preflight KubePreflight `yaml:"preflight"`
+}
+
+// KubePreflight configures the pre-flight check: a short-lived probe pod
+// per cluster and shell image (primary and fallbacks), with the shell
+// pod's image, security context and resources and a trivial command.
+type KubePreflight struct {
+	// Namespace for the probe pods, a template with {project}. Empty: the
+	// cluster's user namespace template for the account
+	// "bastion-preflight" (created only if the cluster creates namespaces).
+	Namespace string `yaml:"namespace"`
+	// Timeout bounds each probe: a probe pod not started by then (not
+	// scheduled, image still pulling) is a failure, with the reason.
+	Timeout time.Duration `yaml:"timeout"`
+	// RetryInterval: while a cluster has an image that failed (or could
+	// not be checked), pre-flight runs again this often, so that new pods
+	// move back to the primary once it works. 0: only at load and reload.
+	RetryInterval time.Duration `yaml:"retry_interval"`
 }
 
 // KubeCluster is one project's cluster.
@@ -90,8 +110,13 @@ type KubeNamespace struct {
 type KubePod struct {
 	// Image should be pinned by digest (repo@sha256:...); a tag draws a
 	// warning at start-up.
-	Image           string `yaml:"image"`
-	ImagePullPolicy string `yaml:"image_pull_policy"`
+	Image string `yaml:"image"`
+	// FallbackImages are tried in order when a shell pod cannot pull the
+	// image before them (ErrImagePull, ImagePullBackOff,
+	// ErrImageNeverPull): the previous images, pinned by digest (a tag
+	// draws a warning at load).
+	FallbackImages  []string `yaml:"fallback_images"`
+	ImagePullPolicy string   `yaml:"image_pull_policy"`
 	// CPU and memory requests and limits, as Kubernetes quantities.
 	CPURequest    string `yaml:"cpu_request"`
 	CPULimit      string `yaml:"cpu_limit"`
@@ -160,6 +185,7 @@ func defaultKube() Kube {
 		QPS:               50,
 		Burst:             100,
 		ClusterDomain:     "cluster.local",
+		Preflight:         KubePreflight{Timeout: 30 * time.Second, RetryInterval: time.Minute},
 		Pod: KubePod{
 			ImagePullPolicy:        "IfNotPresent",
 			CPURequest:             "100m",
@@ -213,6 +239,9 @@ func (k *Kube) PodFor(c KubeCluster) KubePod {
 		}
 	}
 	str(&p.Image, o.Image)
+	if o.FallbackImages != nil {
+		p.FallbackImages = o.FallbackImages
+	}
 	str(&p.ImagePullPolicy, o.ImagePullPolicy)
 	str(&p.CPURequest, o.CPURequest)
 	str(&p.CPULimit, o.CPULimit)
@@ -258,6 +287,41 @@ func (k *Kube) PodFor(c KubeCluster) KubePod {
 		p.TerminationGracePeriod = o.TerminationGracePeriod
 	}
 	return p
+}
+
+// Images returns cluster c's shell images: the primary, then the
+// fallbacks in order, each once.
+func (k *Kube) Images(c KubeCluster) []string {
+	p := k.PodFor(c)
+	var out []string
+	for _, img := range append([]string{p.Image}, p.FallbackImages...) {
+		if img != "" && !slices.Contains(out, img) {
+			out = append(out, img)
+		}
+	}
+	return out
+}
+
+// PinnedImage reports whether an image reference names a digest.
+func PinnedImage(image string) bool { return strings.Contains(image, "@sha256:") }
+
+// FallbackWarnings lists the fallback images given by tag rather than by
+// digest, with their key paths: a tag can be moved or pruned, so the
+// image a rollback lands on would not be the one that was tested.
+func (k *Kube) FallbackWarnings() []string {
+	var out []string
+	check := func(path string, images []string) {
+		for i, img := range images {
+			if img != "" && !PinnedImage(img) {
+				out = append(out, fmt.Sprintf("%s.fallback_images[%d]: %q is a tag, not a digest; pin it (repo@sha256:...) so that a fallback runs the image you tested and the registry can keep it", path, i, img))
+			}
+		}
+	}
+	check("kube.pod", k.Pod.FallbackImages)
+	for i, c := range k.Clusters {
+		check(fmt.Sprintf("kube.clusters[%d].pod", i), c.Pod.FallbackImages)
+	}
+	return out
 }
 
 // Cluster returns the cluster named name.
@@ -362,11 +426,33 @@ func (k *Kube) validate(p *Problems, path string) {
 	if k.ClusterDomain == "" || strings.HasPrefix(k.ClusterDomain, ".") || strings.HasSuffix(k.ClusterDomain, ".") {
 		p.Addf(path+".cluster_domain", "%q must be a domain like cluster.local", k.ClusterDomain)
 	}
+	pf := k.Preflight
+	positive("preflight.timeout", pf.Timeout)
+	if pf.RetryInterval < 0 {
+		p.Addf(path+".preflight.retry_interval", "must not be negative, not %s", pf.RetryInterval)
+	}
+	if pf.Namespace != "" {
+		checkTemplate(p, path+".preflight.namespace", pf.Namespace, "{project}")
+		if probe := strings.ReplaceAll(pf.Namespace, "{project}", "p"); !dns1123Label.MatchString(probe) {
+			p.Addf(path+".preflight.namespace", "%q is not a valid namespace name", pf.Namespace)
+		}
+	}
 }
 
 func validatePod(p *Problems, path string, pod KubePod) {
 	if pod.Image == "" {
 		p.Addf(path+".image", "required (the shell image, pinned by digest: repo@sha256:...)")
+	}
+	for i, img := range pod.FallbackImages {
+		fp := fmt.Sprintf("%s.fallback_images[%d]", path, i)
+		switch {
+		case img == "" || strings.ContainsAny(img, " \t\n"):
+			p.Addf(fp, "%q is not an image reference", img)
+		case img == pod.Image:
+			p.Addf(fp, "%q is the primary image itself; list the previous images", img)
+		case slices.Contains(pod.FallbackImages[:i], img):
+			p.Addf(fp, "%q is listed twice", img)
+		}
 	}
 	switch pod.ImagePullPolicy {
 	case "Always", "IfNotPresent", "Never":
