@@ -76,6 +76,22 @@ var (
 	KubeAPIErrors = counterVec("kube_api_errors_total", "Kubernetes API errors by cluster.", "cluster")
 )
 
+// Shell images: the inventory, pre-flight and fallback (session/kube).
+// Their image label values come from the config and from live shell pods:
+// bounded by the number of distinct images, and a series goes when its
+// image does.
+var (
+	ShellImagePods = gaugeVec("shell_image_pods",
+		"Live shell pods by cluster, image (as the config or the pod names it) and digest (from the pods' status; empty while none runs it). Every configured image (primary and fallbacks) has a series, 0 when no pod uses it.",
+		"cluster", "image", "digest")
+	PreflightOK = gaugeVec("preflight_ok",
+		"1 when the last pre-flight probe pod of a cluster's shell image started, 0 when it did not (image missing, not schedulable, cluster unavailable).",
+		"cluster", "image")
+	ShellImageFallbacks = counterVec("shell_image_fallbacks_total",
+		"Shell pods started from the next image because a cluster's shell image could not be pulled, by cluster and the unavailable image.",
+		"cluster", "image")
+)
+
 // Operations.
 var (
 	Reloads = counterVec("reloads_total",

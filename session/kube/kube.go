@@ -38,6 +38,8 @@ type Backend struct {
 
 	audit *audit.Log // pod.created and pod.reaped events; nil: none
 
+	images shellImages // fallbacks and pre-flight (fallback.go, preflight.go)
+
 	// wg owns every goroutine the backend starts: loops, pod watches,
 	// stdin readers (which may outlive a Run) and port-forward readers.
 	wg sync.WaitGroup
@@ -220,7 +222,7 @@ func (b *Backend) Run(ctx context.Context, r session.Request) (session.ExitStatu
 	if r.TTY != nil {
 		prog = newProgress(r.Stdout, cl.cfg.Name)
 	}
-	pod, t, inst, err := b.acquire(ctx, cl, cs, id, ns, prog)
+	pod, t, inst, err := b.acquire(ctx, cl, cs, id, ns, prog, noticeTo(r))
 	if err != nil {
 		return session.ExitStatus{}, err
 	}

@@ -25,9 +25,10 @@ import (
 )
 
 // acquire returns the account's ready pod, with the session counted (and
-// published) on it, creating the pod if there is none. On error the
-// session is not counted.
-func (b *Backend) acquire(ctx context.Context, cl *cluster, cs *clients, id identity, ns string, prog *progress) (*corev1.Pod, *tracked, *instance, error) {
+// published) on it, creating the pod if there is none. A pod whose image
+// cannot be pulled is replaced by one from the next image (fallback.go),
+// and note tells the user. On error the session is not counted.
+func (b *Backend) acquire(ctx context.Context, cl *cluster, cs *clients, id identity, ns string, prog *progress, note func(string)) (*corev1.Pod, *tracked, *instance, error) {
 	name := podName(cl.cfg.Name, id.acct.Name)
 	t := b.track(cl, ns, name)
 	ok := false
@@ -36,9 +37,10 @@ func (b *Backend) acquire(ctx context.Context, cl *cluster, cs *clients, id iden
 			b.untrack(t)
 		}
 	}()
-	want := podSpec(cl, id, ns)
+	fb := b.newFallback(cl, id, ns, note)
+	want := fb.want()
 	for attempt := 0; ; attempt++ {
-		if attempt == 5 {
+		if attempt == 5+len(fb.tried) {
 			return nil, nil, nil, fmt.Errorf("pod %s/%s: still changing after %d attempts", ns, name, attempt)
 		}
 		pctx, cancel := context.WithTimeout(ctx, b.cfg.APITimeout)
@@ -66,11 +68,18 @@ func (b *Backend) acquire(ctx context.Context, cl *cluster, cs *clients, id iden
 			continue
 		}
 		if !podReady(pod) {
+			image := podImage(pod)
+			fb.waited = true
 			pod, err = b.waitReady(ctx, cl, cs, pod, prog)
 			if err != nil {
-				return nil, nil, nil, err
+				if fb.next(image, err) {
+					want = fb.want()
+					continue
+				}
+				return nil, nil, nil, fb.failure(err)
 			}
 		}
+		fb.ready(pod)
 		inst := b.monitor(t, cs, pod)
 		ok = true
 		return pod, t, inst, nil
@@ -388,7 +397,7 @@ func (b *Backend) waitReady(ctx context.Context, cl *cluster, cs *clients, pod *
 			"image", cur.Spec.Containers[0].Image, "count", b.startFailures(se.reason), "status", string(status))
 		_ = b.deletePodNow(ctx, cs, cur, se.reason)
 		prog.clear()
-		return nil, session.UserErrorf(fmt.Errorf("pod %s/%s: %s", cur.Namespace, cur.Name, se.reason), se.msg)
+		return nil, session.UserErrorf(fmt.Errorf("pod %s/%s: %w", cur.Namespace, cur.Name, se), se.msg)
 	case ctx.Err() == nil && errors.Is(context.Cause(wctx), errStartTimeout):
 		b.countStartFailure(cl, "StartTimeout")
 		status, _ := json.Marshal(cur.Status)
