@@ -30,6 +30,7 @@ func openBackend(ctx context.Context, cfg config.Config, auditLog *audit.Log, lo
 		}
 		b.SetAudit(auditLog)
 		b.Start(ctx)
+		b.StartImageChecks() // pre-flight in the background: a cluster that is down does not hold up start-up
 		return b, b.Close, nil
 	default:
 		return nil, nil, fmt.Errorf("backend.type %q is not supported", cfg.Backend.Type)

@@ -22,7 +22,8 @@ const usage = `usage: bastion <command> [flags]
 commands:
   dev            run on this machine for the current user (local backend, dev directory)
   serve          run from a config file: bastion serve --config FILE
-  check-config   validate a config file: bastion check-config --config FILE
+  check-config   validate a config file: bastion check-config --config FILE [--preflight]
+  images         the shell images in use, per cluster: bastion images --config FILE [--output json]
   version        print the version
 `
 
@@ -50,6 +51,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdServe(args[1:], stderr)
 	case "check-config":
 		return cmdCheckConfig(args[1:], stdout, stderr)
+	case "images":
+		return cmdImages(args[1:], stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintf(stdout, "bastion %s\n", version)
 		return 0
@@ -87,6 +90,7 @@ func cmdCheckConfig(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("check-config", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", "", "config file (YAML)")
+	pre := fs.Bool("preflight", false, "also start a probe pod of every shell image in every cluster (kube backend)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -94,11 +98,20 @@ func cmdCheckConfig(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "bastion check-config: --config FILE is required")
 		return 2
 	}
-	if _, err := loadConfig(*cfgPath); err != nil {
+	cfg, err := loadConfig(*cfgPath)
+	if err != nil {
 		fmt.Fprintln(stdout, err)
 		return 1
 	}
+	if cfg.Backend.Type == "kube" {
+		for _, w := range cfg.Kube.FallbackWarnings() {
+			fmt.Fprintln(stdout, "warning: "+w)
+		}
+	}
 	fmt.Fprintln(stdout, "config ok")
+	if *pre {
+		return preflight(cfg, stdout, stderr)
+	}
 	return 0
 }
 

@@ -29,6 +29,13 @@ type pinger interface {
 	Ping(ctx context.Context) error
 }
 
+// imageChecker is a backend with shell-image pre-flight (kube):
+// readiness asks it, and every reload runs pre-flight again.
+type imageChecker interface {
+	ImagesReady(ctx context.Context) error
+	Recheck(why string)
+}
+
 // serve runs the server until SIGTERM/SIGINT. It reloads with load on
 // SIGHUP and when one of the watched files (the config file, host keys)
 // changes; load == nil means there is nothing to reload from.
@@ -74,6 +81,9 @@ func serve(cfg config.Config, load func() (config.Config, error), watched []stri
 		if p, ok := backend.(pinger); ok {
 			checks = append(checks, ops.Check{Name: "backend", Probe: p.Ping})
 		}
+		if p, ok := backend.(imageChecker); ok {
+			checks = append(checks, ops.Check{Name: "shell images", Probe: p.ImagesReady})
+		}
 		opsSrv, err = ops.Listen(cfg.Ops.Listen, checks, log)
 		if err != nil {
 			log.Error("cannot start the operations listener", "key", "ops.listen", "err", listenHint(errors.Unwrap(err), "ops.listen"))
@@ -101,6 +111,9 @@ func serve(cfg config.Config, load func() (config.Config, error), watched []stri
 			return
 		}
 		reload(load, srv, log, why)
+		if p, ok := backend.(imageChecker); ok {
+			p.Recheck(why) // pre-flight again, in the background
+		}
 	}
 	changed := make(chan struct{}, 1)
 	w, err := watchFiles(ctx, watched, cfg.SSH.HostKeys, log, changed)

@@ -124,13 +124,15 @@ func (b *Backend) checkCluster(ctx context.Context, cl *cluster) []ProbeResult {
 			return all(ReasonRefused, err.Error())
 		}
 	}
-	b.sweepProbes(ctx, cl, cs, ns)
 	out := make([]ProbeResult, len(images))
 	var wg sync.WaitGroup
 	for i, img := range images {
 		wg.Go(func() { out[i] = b.probe(ctx, cl, cs, ns, img) })
 	}
 	wg.Wait()
+	if !slices.ContainsFunc(out, func(r ProbeResult) bool { return r.Reason == ReasonClusterUnavailable }) {
+		b.sweepProbes(ctx, cl, cs, ns)
+	}
 	return out
 }
 
