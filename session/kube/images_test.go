@@ -63,7 +63,7 @@ func TestTally(t *testing.T) {
 		shellPod("r/shell:new", "r/shell@sha256:03", corev1.PodRunning),
 		shellPod("r/shell:new", "r/shell@sha256:03", corev1.PodRunning),
 		shellPod("r/shell:new", "r/shell@sha256:09", corev1.PodRunning), // the tag moved
-		shellPod("r/shell:new", "", corev1.PodPending),                   // not started
+		shellPod("r/shell:new", "", corev1.PodPending),                  // not started
 		shellPod("r/shell@sha256:01", "r/shell@sha256:01", corev1.PodRunning),
 		shellPod("r/old:1", "sha256:77", corev1.PodRunning),
 		shellPod("r/gone:1", "r/gone@sha256:66", corev1.PodSucceeded),
