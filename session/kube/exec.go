@@ -197,6 +197,13 @@ func (b *Backend) execIn(ctx context.Context, cl *cluster, cs *clients, pod *cor
 	go func() {
 		defer b.wg.Done()
 		_, err := session.Copy(stdinW, r.Stdin, nil)
+		if tty && err == nil {
+			// A terminal has no end of input: like sshd, keep it open
+			// when the client sends EOF (ssh -tt host cmd </dev/null),
+			// or the runtime hangs the process up before its output is
+			// out. The end of Run closes it.
+			return
+		}
 		stdinW.CloseWithError(err) // nil: EOF for the process
 	}()
 

@@ -197,6 +197,19 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 			t.Fatal("Run did not return after cancel")
 		}
 	})
+	t.Run("TTYInputEOF", func(t *testing.T) {
+		// ssh -tt host cmd </dev/null: the client's EOF must not end a
+		// terminal session before the command's output is out.
+		h := harness(t, newHarness)
+		for i := 0; i < 3; i++ {
+			req := request(h, "sleep 0.5; echo tty-out-$((20+22))", "")
+			req.TTY = &session.TTY{Term: "xterm", Size: session.WindowSize{Cols: 80, Rows: 24}}
+			r := run(t, h, req)
+			if r.err != nil || r.st.Code != 0 || !strings.Contains(r.stdout, "tty-out-42") {
+				t.Fatalf("run %d: status %+v err %v output %q", i, r.st, r.err, r.stdout)
+			}
+		}
+	})
 	t.Run("CancelKills", func(t *testing.T) {
 		h := harness(t, newHarness)
 		ctx, cancel := context.WithCancel(context.Background())
