@@ -89,8 +89,14 @@ func New(cfg config.Kube, log *slog.Logger) (*Backend, error) {
 // level: they report, as errors, what is routine here (a stream closed
 // when its session ended).
 func routeClientGoLogs(log *slog.Logger) {
+	// klog's logger is process-wide and SetLogger is not safe to call
+	// concurrently (two backends made at once, as in tests).
+	klogMu.Lock()
+	defer klogMu.Unlock()
 	klog.SetLogger(logr.FromSlogHandler(debugOnly{log.With("component", "client-go").Handler()}))
 }
+
+var klogMu sync.Mutex
 
 // debugOnly logs every record at debug level.
 type debugOnly struct{ h slog.Handler }
