@@ -24,12 +24,12 @@ func openBackend(ctx context.Context, cfg config.Config, auditLog *audit.Log, lo
 		}
 		return b, b.Close, nil
 	case "kube":
-		b, err := kube.New(cfg.Kube, log.With("backend", "kube"))
+		b, err := kube.New(ctx, cfg.Kube, log.With("backend", "kube"))
 		if err != nil {
 			return nil, nil, err
 		}
 		b.SetAudit(auditLog)
-		b.Start(ctx)
+		b.Start()
 		b.StartImageChecks() // pre-flight in the background: a cluster that is down does not hold up start-up
 		return b, b.Close, nil
 	default:

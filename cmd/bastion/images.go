@@ -44,7 +44,7 @@ func cmdImages(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "bastion: %v\n", err)
 		return 1
 	}
-	b, err := cliBackend(cfg, stderr)
+	b, err := cliBackend(context.Background(), cfg, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "bastion images: %v\n", err)
 		return 1
@@ -103,12 +103,12 @@ func cmdImages(args []string, stdout, stderr io.Writer) int {
 // cliBackend is a kube backend for a one-off command: it talks to the
 // clusters but starts no loops. Its warnings (a shell image given by tag)
 // go to stderr.
-func cliBackend(cfg config.Config, stderr io.Writer) (*kube.Backend, error) {
+func cliBackend(ctx context.Context, cfg config.Config, stderr io.Writer) (*kube.Backend, error) {
 	if cfg.Backend.Type != "kube" {
 		return nil, fmt.Errorf("backend.type is %q: shell images belong to the kube backend", cfg.Backend.Type)
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	return kube.New(cfg.Kube, log)
+	return kube.New(ctx, cfg.Kube, log)
 }
 
 // preflight runs `check-config --preflight`: a probe pod for every shell
@@ -118,7 +118,7 @@ func preflight(cfg config.Config, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "pre-flight: nothing to check (backend.type is %s)\n", cfg.Backend.Type)
 		return 0
 	}
-	b, err := cliBackend(cfg, stderr)
+	b, err := cliBackend(context.Background(), cfg, stderr)
 	if err != nil {
 		fmt.Fprintf(stdout, "pre-flight: %v\n", err)
 		return 1

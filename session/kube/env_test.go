@@ -69,11 +69,11 @@ func (e *env) config() config.Kube {
 // backend starts a backend for cfg that is closed when the test ends.
 func (e *env) backend(t testing.TB, cfg config.Kube) *Backend {
 	t.Helper()
-	b, err := New(cfg, testLogger(t))
+	b, err := New(context.WithoutCancel(t.Context()), cfg, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	b.Start(context.WithoutCancel(t.Context()))
+	b.Start()
 	t.Cleanup(b.Close)
 	return b
 }

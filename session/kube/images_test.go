@@ -144,7 +144,7 @@ func testBackend(t *testing.T, images ...string) (*Backend, *cluster) {
 	k.Pod.FallbackImages = images[1:]
 	k.DefaultProject = "tools"
 	k.Clusters = []config.KubeCluster{{Name: "tools", Kubeconfig: "/nonexistent"}}
-	b, err := New(k, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	b, err := New(t.Context(), k, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -45,10 +45,11 @@ type Backend struct {
 	wg sync.WaitGroup
 }
 
-// New returns a kube backend for cfg (validated). It loads no kubeconfig
-// yet: a cluster that is down must not stop bastion from starting. Start
-// starts the heartbeat and the sweep.
-func New(cfg config.Kube, log *slog.Logger) (*Backend, error) {
+// New returns a kube backend for cfg (validated) that lives until ctx ends
+// or Close is called. It loads no kubeconfig yet: a cluster that is down
+// must not stop bastion from starting. Start starts the heartbeat and the
+// sweep; a one-off command (bastion images) does without them.
+func New(ctx context.Context, cfg config.Kube, log *slog.Logger) (*Backend, error) {
 	if len(cfg.Clusters) == 0 {
 		return nil, errors.New("kube: no clusters configured")
 	}
@@ -80,8 +81,7 @@ func New(cfg config.Kube, log *slog.Logger) (*Backend, error) {
 		}
 	}
 	routeClientGoLogs(log)
-	// Until Start, the backend's context is one that never ends.
-	b.ctx, b.cancel = context.WithCancel(context.TODO())
+	b.ctx, b.cancel = context.WithCancel(ctx)
 	return b, nil
 }
 
@@ -111,11 +111,9 @@ func (d debugOnly) Handle(ctx context.Context, r slog.Record) error {
 func (d debugOnly) WithAttrs(a []slog.Attr) slog.Handler { return debugOnly{d.h.WithAttrs(a)} }
 func (d debugOnly) WithGroup(g string) slog.Handler      { return debugOnly{d.h.WithGroup(g)} }
 
-// Start runs the session heartbeat and the pod sweep until ctx ends or
-// Close is called. Call it once.
-func (b *Backend) Start(ctx context.Context) {
-	b.cancel()
-	b.ctx, b.cancel = context.WithCancel(ctx)
+// Start runs the session heartbeat and the pod sweep until the backend's
+// context ends or Close is called. Call it once.
+func (b *Backend) Start() {
 	b.log.Info("kube backend started", "replica", b.replica, "projects", len(b.order),
 		"idle_timeout", b.cfg.IdleTimeout, "sweep_interval", b.cfg.SweepInterval)
 	b.wg.Add(2)
