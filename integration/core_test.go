@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/creack/pty"
+
+	"github.com/bastion-ssh/bastion/session/sessiontest"
 )
 
 func TestExec(t *testing.T) {
@@ -341,7 +343,7 @@ func (p *pattern) Read(b []byte) (int, error) {
 func TestLocalForward(t *testing.T) {
 	needTools(t, "ssh")
 	t.Parallel()
-	echo := echoServer(t)
+	echo := sessiontest.EchoServer(t)
 	_, echoPort, _ := net.SplitHostPort(echo)
 	s := startDev(t, "forwarding:\n  allow: [\"127.0.0.1:"+echoPort+"\"]\n")
 	lport := freePort(t)

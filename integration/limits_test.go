@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/bastion-ssh/bastion/session/sessiontest"
 )
 
 // bg runs ssh in the background and returns a function that waits for it.
@@ -156,7 +158,7 @@ func TestGracefulShutdown(t *testing.T) {
 func TestReloadKeepsConnections(t *testing.T) {
 	needTools(t, "ssh")
 	t.Parallel()
-	echo := echoServer(t)
+	echo := sessiontest.EchoServer(t)
 	s := startDev(t, "forwarding:\n  allow: []\n")
 	cfgPath := s.dir + "/bastion.yaml"
 

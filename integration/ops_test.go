@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/creack/pty"
+
+	"github.com/bastion-ssh/bastion/session/sessiontest"
 )
 
 var opsAddrRE = regexp.MustCompile(`msg="operations listener" address=(\S+)`)
@@ -78,7 +80,7 @@ func metricValue(t *testing.T, body, name string, labels ...string) float64 {
 func TestMetricsAfterRealSessions(t *testing.T) {
 	needTools(t, "ssh")
 	t.Parallel()
-	echo := echoServer(t)
+	echo := sessiontest.EchoServer(t)
 	s := startDev(t, "ops:\n  listen: 127.0.0.1:0\nforwarding:\n  allow: [\""+echo+"\"]\n")
 	base := s.opsURL(t)
 	if code, body := httpGet(t, base+"/healthz"); code != 200 || body != "ok\n" {

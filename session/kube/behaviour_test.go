@@ -17,6 +17,7 @@ import (
 	"github.com/bastion-ssh/bastion/auth"
 	"github.com/bastion-ssh/bastion/session"
 	"github.com/bastion-ssh/bastion/session/kube/kubeenv"
+	"github.com/bastion-ssh/bastion/session/sessiontest"
 )
 
 // userMsg is the user-facing line of err, or fails the test.
@@ -39,7 +40,7 @@ func TestNoLingeringProcesses(t *testing.T) {
 		t.Run(fmt.Sprintf("tty=%v", tty), func(t *testing.T) {
 			marker := fmt.Sprint(100000 + rand.IntN(800000)) // a valid duration for sleep
 			ctx, cancel := context.WithCancel(t.Context())
-			var out syncBuffer
+			var out sessiontest.SyncBuffer
 			pr, pw := io.Pipe()
 			defer pw.Close()
 			r := session.Request{User: u, Account: u.Account, Stdin: pr, Stdout: &out, Stderr: &out,
@@ -262,7 +263,7 @@ func TestMissingImage(t *testing.T) {
 	b := e.backend(t, cfg)
 	u := person("noimage", 4801, kubeenv.Home(t, 4801, 4801))
 	start := time.Now()
-	var out syncBuffer
+	var out sessiontest.SyncBuffer
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	_, err := b.Run(ctx, session.Request{User: u, Account: u.Account, Stdin: strings.NewReader(""), Stdout: &out,
@@ -314,7 +315,7 @@ func TestPodDeletedMidSession(t *testing.T) {
 	e := newEnv(t)
 	b := e.backend(t, e.config())
 	u := person("deleted", 4901, kubeenv.Home(t, 4901, 4901))
-	var out syncBuffer
+	var out sessiontest.SyncBuffer
 	done := make(chan error, 1)
 	go func() {
 		_, err := b.Run(t.Context(), session.Request{User: u, Account: u.Account, Command: "echo started; sleep 600",
@@ -491,7 +492,7 @@ func TestSignalsAndLockdown(t *testing.T) {
 	b := e.backend(t, e.config())
 	u := person("locked", 5501, kubeenv.Home(t, 5501, 5501))
 	sigs := make(chan session.Signal, 1)
-	var out syncBuffer
+	var out sessiontest.SyncBuffer
 	done := make(chan session.ExitStatus, 1)
 	go func() {
 		st, err := b.Run(t.Context(), session.Request{User: u, Account: u.Account, Signals: sigs,

@@ -1,7 +1,6 @@
 package kube
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -22,6 +21,7 @@ import (
 	"github.com/bastion-ssh/bastion/integration/kubetest"
 	"github.com/bastion-ssh/bastion/session"
 	"github.com/bastion-ssh/bastion/session/kube/kubeenv"
+	"github.com/bastion-ssh/bastion/session/sessiontest"
 )
 
 // env is one test's world on the real cluster: a project of its own
@@ -180,31 +180,13 @@ func runCmd(t testing.TB, b *Backend, u *auth.User, acct *auth.Account, command,
 	if acct != nil {
 		a = *acct
 	}
-	var out, errb syncBuffer
+	var out, errb sessiontest.SyncBuffer
 	st, err := b.Run(ctx, session.Request{User: u, Account: a, Command: command,
 		Stdin: strings.NewReader(stdin), Stdout: &out, Stderr: &errb})
 	return out.String(), errb.String(), st, err
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// waitFor waits until out contains want.
-func waitFor(t testing.TB, out *syncBuffer, want string, d time.Duration) {
+func waitFor(t testing.TB, out *sessiontest.SyncBuffer, want string, d time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for !strings.Contains(out.String(), want) {

@@ -3,11 +3,9 @@ package local
 import (
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"os/user"
 	"strconv"
-	"sync"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -37,29 +35,7 @@ func TestConformance(t *testing.T) {
 			Close:      b.Close,
 			Account:    auth.Account{Name: me.Username, UID: uid, GID: gid, Home: home, Shell: "/bin/sh"},
 			SFTPServer: sftp,
-			EchoAddr:   echo(t),
+			EchoAddr:   sessiontest.EchoServer(t),
 		}
 	})
-}
-
-func echo(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() { defer wg.Done(); defer c.Close(); _, _ = io.Copy(c, c) }()
-		}
-	}()
-	return ln.Addr().String()
 }

@@ -49,19 +49,19 @@ type result struct {
 	stderr string
 }
 
-// syncBuffer is a bytes.Buffer safe for a writer and a poller.
-type syncBuffer struct {
+// SyncBuffer is a bytes.Buffer safe for a writer and a poller.
+type SyncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (s *syncBuffer) Write(p []byte) (int, error) {
+func (s *SyncBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.Write(p)
 }
 
-func (s *syncBuffer) String() string {
+func (s *SyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
@@ -81,7 +81,7 @@ func run(t *testing.T, h Harness, r session.Request) result {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	var out, errb syncBuffer
+	var out, errb SyncBuffer
 	r.Stdout, r.Stderr = &out, &errb
 	st, err := h.Backend.Run(ctx, r)
 	return result{st: st, err: err, stdout: out.String(), stderr: errb.String()}
@@ -180,7 +180,7 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 		req.TTY = &session.TTY{Term: "xterm-256color", Size: session.WindowSize{Cols: 80, Rows: 24}, Resize: resize}
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
-		var out syncBuffer
+		var out SyncBuffer
 		req.Stdout, req.Stderr = &out, &out
 		done := make(chan error, 1)
 		go func() { _, err := h.Backend.Run(ctx, req); done <- err }()
@@ -214,7 +214,7 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 		h := harness(t, newHarness)
 		ctx, cancel := context.WithCancel(context.Background())
 		req := request(h, "echo started; sleep 300", "")
-		var out syncBuffer
+		var out SyncBuffer
 		req.Stdout, req.Stderr = &out, io.Discard
 		done := make(chan struct{})
 		go func() { _, _ = h.Backend.Run(ctx, req); close(done) }()
@@ -252,7 +252,7 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 	})
 }
 
-func waitOutput(t *testing.T, out *syncBuffer, want string) {
+func waitOutput(t *testing.T, out *SyncBuffer, want string) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for !strings.Contains(out.String(), want) {
