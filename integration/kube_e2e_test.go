@@ -21,7 +21,6 @@ import (
 	"github.com/creack/pty"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/bastion-ssh/bastion/integration/kubetest"
@@ -359,7 +358,7 @@ func TestKubeSessions(t *testing.T) {
 		if _, errOut, code := w.ssh(t, s, "alice+mytool", "alice-1", "", "--", "true"); code != 0 {
 			t.Fatalf("mytool: exit %d %q", code, errOut)
 		}
-		echoDeployment(t, w.client, ns, w.project)
+		kubetest.EchoService(t, w.client, ns, 52001, map[string]string{"bastion.io/project": w.project})
 		port := freePort(t)
 		fwd := startForward(t, s, w.key(t, "alice-1"), "alice", port+":echo."+ns+".svc:80")
 		ok, err := dialEcho("127.0.0.1:" + port)
@@ -513,54 +512,6 @@ func (f *forwarder) stop() {
 	}
 	_ = f.cmd.Process.Signal(syscall.SIGTERM)
 	<-f.done
-}
-
-// echoDeployment runs the test image's echo listener in ns behind Service
-// "echo" (port 80 → 8080) and waits for a ready endpoint.
-func echoDeployment(t *testing.T, client kubernetes.Interface, ns, project string) {
-	t.Helper()
-	ctx := t.Context()
-	no := false
-	uid := int64(52001)
-	_, err := client.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "echo", Labels: map[string]string{"app": "echo", "bastion.io/project": project}},
-		Spec: corev1.PodSpec{
-			AutomountServiceAccountToken: &no,
-			SecurityContext:              &corev1.PodSecurityContext{RunAsUser: &uid, RunAsGroup: &uid},
-			Containers: []corev1.Container{{
-				Name: "echo", Image: kubetest.ShellImage, ImagePullPolicy: corev1.PullNever,
-				Command: []string{kubetest.EchoCommand, "-addr", ":8080"},
-				Ports:   []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}},
-				ReadinessProbe: &corev1.Probe{PeriodSeconds: 1,
-					ProbeHandler: corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(8080)}}},
-			}},
-		},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatalf("echo pod: %v", err)
-	}
-	_, err = client.CoreV1().Services(ns).Create(ctx, &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: "echo"},
-		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "echo"},
-			Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromString("http")}}},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatalf("echo service: %v", err)
-	}
-	waitFor(t, "a ready endpoint for service echo", time.Minute, func() bool {
-		slices, err := client.DiscoveryV1().EndpointSlices(ns).List(ctx, metav1.ListOptions{LabelSelector: "kubernetes.io/service-name=echo"})
-		if err != nil {
-			return false
-		}
-		for _, s := range slices.Items {
-			for _, ep := range s.Endpoints {
-				if ep.Conditions.Ready != nil && *ep.Conditions.Ready {
-					return true
-				}
-			}
-		}
-		return false
-	})
 }
 
 // A short idle timeout: the pod goes soon after the last session.

@@ -12,7 +12,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
@@ -95,64 +94,11 @@ func (e *env) namespace(t testing.TB, cfg config.Kube, id identity) string {
 	return ns
 }
 
-// echoService runs the image's echo listener on 8080 in ns, behind a
-// Service "echo" on port 80, and waits until the Service has a ready
-// endpoint.
+// echoService runs the image's echo listener behind Service "echo" on
+// port 80 in ns (kubetest.EchoService) as a pod of the test's project.
 func (e *env) echoService(t testing.TB, ns string) {
 	t.Helper()
-	ctx := t.Context()
-	no := false
-	uid := int64(4000)
-	_, err := e.client.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "echo", Labels: map[string]string{"app": "echo", labelProject: e.project}},
-		Spec: corev1.PodSpec{
-			AutomountServiceAccountToken: &no,
-			SecurityContext:              &corev1.PodSecurityContext{RunAsUser: &uid, RunAsGroup: &uid},
-			Containers: []corev1.Container{{
-				Name: "echo", Image: kubetest.ShellImage, ImagePullPolicy: corev1.PullNever,
-				Command: []string{kubetest.EchoCommand, "-addr", ":8080"},
-				Ports:   []corev1.ContainerPort{{Name: "echo", ContainerPort: 8080}},
-				ReadinessProbe: &corev1.Probe{PeriodSeconds: 1,
-					ProbeHandler: corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(8080)}}},
-			}},
-		},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatalf("echo pod: %v", err)
-	}
-	_, err = e.client.CoreV1().Services(ns).Create(ctx, &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: "echo"},
-		Spec: corev1.ServiceSpec{
-			Selector: map[string]string{"app": "echo"},
-			Ports:    []corev1.ServicePort{{Name: "web", Port: 80, TargetPort: intstr.FromString("echo")}},
-		},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatalf("echo service: %v", err)
-	}
-	wctx, cancel := context.WithTimeout(ctx, time.Minute)
-	defer cancel()
-	if _, err := kubetest.WaitForPod(wctx, e.client, ns, "echo", kubetest.PodReady); err != nil {
-		t.Fatal(err)
-	}
-	// The EndpointSlice controller follows readiness within moments.
-	for {
-		slices, err := e.client.DiscoveryV1().EndpointSlices(ns).List(wctx, metav1.ListOptions{LabelSelector: "kubernetes.io/service-name=echo"})
-		if err == nil {
-			for _, s := range slices.Items {
-				for _, ep := range s.Endpoints {
-					if ep.Conditions.Ready != nil && *ep.Conditions.Ready {
-						return
-					}
-				}
-			}
-		}
-		select {
-		case <-wctx.Done():
-			t.Fatalf("service echo in %s has no ready endpoint", ns)
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
+	kubetest.EchoService(t, e.client, ns, 4000, map[string]string{labelProject: e.project})
 }
 
 // shellPods lists the project's shell pods.
