@@ -1,11 +1,6 @@
 package sshd
 
-import (
-	"errors"
-	"syscall"
-)
-
-var syscallEMFILE = syscall.EMFILE
+import "errors"
 
 // cutCause is a cancellation cause whose text is shown to the user; reason
 // is its bounded metric label.

@@ -32,11 +32,10 @@ type directTCPIPMsg struct {
 }
 
 func parseString(p []byte) (string, error) {
-	s, rest, ok := readString(p)
+	s, _, ok := readString(p)
 	if !ok {
 		return "", errShortPayload
 	}
-	_ = rest
 	return s, nil
 }
 
