@@ -391,7 +391,7 @@ func (s *sessionChan) finish(st session.ExitStatus, report bool) {
 	if report {
 		if st.Signal != "" {
 			_, _ = s.ch.SendRequest("exit-signal", false, ssh.Marshal(exitSignalMsg{
-				Signal: string(st.Signal), CoreDumped: st.CoreDumped,
+				Signal: wireSignal(st.Signal), CoreDumped: st.CoreDumped,
 			}))
 		} else {
 			_, _ = s.ch.SendRequest("exit-status", false, ssh.Marshal(exitStatusMsg{Status: uint32(st.Code)}))

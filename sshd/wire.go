@@ -24,6 +24,18 @@ type exitSignalMsg struct {
 	Lang       string
 }
 
+// wireSignal is the name sent in exit-signal for a process killed by
+// sig, as OpenSSH's sshd sends it: the RFC 4254 names as they are, any
+// other signal as "SIG@openssh.com" (OpenSSH's sig2name), which clients
+// show as a signal without naming it.
+func wireSignal(sig session.Signal) string {
+	switch sig {
+	case "ABRT", "ALRM", "FPE", "HUP", "ILL", "INT", "KILL", "PIPE", "QUIT", "SEGV", "TERM", "USR1", "USR2":
+		return string(sig)
+	}
+	return "SIG@openssh.com"
+}
+
 type directTCPIPMsg struct {
 	Host       string
 	Port       uint32

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -310,12 +311,12 @@ var signalNumber = map[session.Signal]syscall.Signal{
 	"USR2": syscall.SIGUSR2,
 }
 
+// signalName is the POSIX name of s without the SIG prefix ("TERM",
+// "VTALRM"), or its number for a signal without a name (real-time ones).
+// sshd decides what goes on the wire.
 func signalName(s syscall.Signal) session.Signal {
-	for name, n := range signalNumber {
-		if n == s {
-			return name
-		}
+	if name := unix.SignalName(s); name != "" {
+		return session.Signal(strings.TrimPrefix(name, "SIG"))
 	}
-	// Not an RFC 4254 name: report it the way OpenSSH does.
-	return session.Signal(strings.TrimPrefix(unix.SignalName(s), "SIG") + "@openssh.com")
+	return session.Signal(strconv.Itoa(int(s)))
 }

@@ -150,15 +150,31 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 	})
 	t.Run("KilledBySignal", func(t *testing.T) {
 		h := harness(t, newHarness)
-		r := run(t, h, request(h, "kill -TERM $$", ""))
-		if h.SignalAsExitCode {
-			if r.st.Code != 143 && r.st.Signal != "TERM" {
-				t.Errorf("status %+v, want code 143 or signal TERM", r.st)
+		for _, c := range []struct {
+			cmd    string
+			tty    bool
+			signal session.Signal
+			code   int // 128+N, for SignalAsExitCode
+		}{
+			{"kill -TERM $$", false, "TERM", 143},
+			{"kill -KILL $$", false, "KILL", 137},
+			{"kill -TERM $$", true, "TERM", 143},
+			{"kill -VTALRM $$", false, "VTALRM", 154}, // not an RFC 4254 name
+		} {
+			req := request(h, c.cmd, "")
+			if c.tty {
+				req.TTY = &session.TTY{Term: "xterm", Size: session.WindowSize{Cols: 80, Rows: 24}}
 			}
-			return
-		}
-		if r.err != nil || r.st.Signal != "TERM" {
-			t.Errorf("status %+v err %v; want signal TERM", r.st, r.err)
+			r := run(t, h, req)
+			if h.SignalAsExitCode {
+				if r.err != nil || (r.st.Code != c.code && r.st.Signal != c.signal) {
+					t.Errorf("%q (tty %v): status %+v err %v, want code %d or signal %s", c.cmd, c.tty, r.st, r.err, c.code, c.signal)
+				}
+				continue
+			}
+			if r.err != nil || r.st.Signal != c.signal || r.st.Code != 0 {
+				t.Errorf("%q (tty %v): status %+v err %v; want signal %s", c.cmd, c.tty, r.st, r.err, c.signal)
+			}
 		}
 	})
 	t.Run("Environment", func(t *testing.T) {
