@@ -34,6 +34,10 @@ type Event struct {
 	Account     string    `json:"account,omitempty"`
 	Method      string    `json:"method,omitempty"`
 	Fingerprint string    `json:"fingerprint,omitempty"`
+	Kex         string    `json:"kex,omitempty"`
+	Cipher      string    `json:"cipher,omitempty"`
+	MAC         string    `json:"mac,omitempty"`
+	HostKey     string    `json:"host_key,omitempty"`
 	Reason      string    `json:"reason,omitempty"`
 	Kind        string    `json:"kind,omitempty"`
 	Command     *string   `json:"command,omitempty"`

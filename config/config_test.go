@@ -145,11 +145,73 @@ func FuzzParseForwardRule(f *testing.F) {
 	})
 }
 
-func TestCiphers(t *testing.T) {
+func TestAlgorithms(t *testing.T) {
 	t.Parallel()
-	cfg, _ := Parse([]byte("ssh:\n  host_keys: [/k]\n  ciphers: [aes128-gcm@openssh.com, aes128-ctr]\ndirectory:\n  file: /u\n"))
-	err := cfg.Validate()
-	if err == nil || !strings.Contains(err.Error(), `ssh.ciphers[1]: "aes128-ctr" is not one of`) {
-		t.Fatalf("Validate: %v", err)
+	for _, tt := range []struct {
+		yaml string
+		want []string // substrings of the error, in order; none: valid
+	}{
+		{"ciphers: [aes128-gcm@openssh.com, aes128-ctr, chacha20-poly1305@openssh.com]", nil},
+		{"macs: [hmac-sha2-512-etm@openssh.com]\n  kex: [curve25519-sha256]", nil},
+		{"ciphers: [aes128-gcm@openssh.com, aes128-ctr, 3des-cbc]", []string{"ssh.ciphers[2]: 3des-cbc is not supported; choose from aes128-gcm@openssh.com, aes256-gcm@openssh.com, chacha20-poly1305@openssh.com, aes128-ctr, aes192-ctr, aes256-ctr"}},
+		{"macs: [hmac-sha1, hmac-sha2-256]", []string{"ssh.macs[0]: hmac-sha1 is not supported; choose from hmac-sha2-256-etm@openssh.com, hmac-sha2-512-etm@openssh.com", "ssh.macs[1]: hmac-sha2-256 is not supported"}},
+		{"kex: [diffie-hellman-group14-sha1, ecdh-sha2-nistp256]", []string{"ssh.kex[0]: diffie-hellman-group14-sha1 is not supported; choose from mlkem768x25519-sha256, curve25519-sha256, curve25519-sha256@libssh.org", "ssh.kex[1]: ecdh-sha2-nistp256 is not supported"}},
+		{"ciphers: [aes128-ctr, aes128-ctr]", []string{"ssh.ciphers[1]: aes128-ctr is listed twice"}},
+	} {
+		cfg, err := Parse([]byte("ssh:\n  host_keys: [/k]\n  " + tt.yaml + "\ndirectory:\n  file: /u\n"))
+		if err != nil {
+			t.Fatalf("%s: %v", tt.yaml, err)
+		}
+		err = cfg.Validate()
+		if len(tt.want) == 0 {
+			if err != nil {
+				t.Errorf("%s: %v", tt.yaml, err)
+			}
+			continue
+		}
+		if err == nil {
+			t.Errorf("%s: valid, want %q", tt.yaml, tt.want)
+			continue
+		}
+		rest := err.Error()
+		for _, w := range tt.want {
+			j := strings.Index(rest, w)
+			if j < 0 {
+				t.Errorf("%s: %q does not contain %q (in order)", tt.yaml, err, w)
+				break
+			}
+			rest = rest[j+len(w):]
+		}
+	}
+}
+
+// TestREADMEReference: the README's config reference parses and
+// validates, and its algorithm lists are the defaults.
+func TestREADMEReference(t *testing.T) {
+	t.Parallel()
+	data, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(data), "## Config reference")
+	_, rest, ok2 := strings.Cut(rest, "```yaml\n")
+	block, _, ok3 := strings.Cut(rest, "```")
+	if !ok || !ok2 || !ok3 {
+		t.Fatal("no yaml block under ## Config reference")
+	}
+	cfg, err := Parse([]byte(block))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Errorf("Validate: %v", err)
+	}
+	for _, l := range []struct {
+		key       string
+		got, want []string
+	}{{"kex", cfg.SSH.Kex, DefaultKex}, {"ciphers", cfg.SSH.Ciphers, DefaultCiphers}, {"macs", cfg.SSH.MACs, DefaultMACs}} {
+		if strings.Join(l.got, ",") != strings.Join(l.want, ",") {
+			t.Errorf("README ssh.%s %v, default %v", l.key, l.got, l.want)
+		}
 	}
 }

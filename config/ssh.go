@@ -2,6 +2,7 @@ package config
 
 import (
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -19,15 +20,28 @@ type SSH struct {
 	// SFTPServer is the sftp-server binary the backend runs for the
 	// "sftp" subsystem.
 	SFTPServer string `yaml:"sftp_server"`
-	// Ciphers overrides the ciphers offered (a subset of ModernCiphers).
-	// Empty: AES-GCM only where the CPU has AES instructions (clients
-	// then pick it over their default chacha20-poly1305, which is much
-	// slower in Go), plus chacha20-poly1305 elsewhere.
+	// Ciphers narrows the ciphers offered to a subset of DefaultCiphers.
+	// Empty: all of them, with the AES-GCM steering described in sshd's
+	// package documentation.
 	Ciphers []string `yaml:"ciphers"`
+	// MACs narrows the MACs (used with the -ctr ciphers only) to a subset
+	// of DefaultMACs. Empty: all of them.
+	MACs []string `yaml:"macs"`
+	// Kex narrows the key exchanges to a subset of DefaultKex. Empty: all.
+	Kex []string `yaml:"kex"`
 }
 
-// ModernCiphers are the ciphers bastion can offer.
-var ModernCiphers = []string{"aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "chacha20-poly1305@openssh.com"}
+// The algorithms bastion can offer, in the server's order of preference,
+// and by default offers all of them. Each set is what every current client
+// can use (OpenSSH, PuTTY, Dropbear, paramiko, asyncssh, libssh2, JSch) and
+// nothing that ssh-audit marks as weak: no CBC, SHA-1, NIST curves or
+// encrypt-and-MAC. Host key algorithms follow from the host keys
+// (ssh-ed25519; rsa-sha2-512 and rsa-sha2-256 for an RSA key).
+var (
+	DefaultKex     = []string{"mlkem768x25519-sha256", "curve25519-sha256", "curve25519-sha256@libssh.org"}
+	DefaultCiphers = []string{"aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "chacha20-poly1305@openssh.com", "aes128-ctr", "aes192-ctr", "aes256-ctr"}
+	DefaultMACs    = []string{"hmac-sha2-256-etm@openssh.com", "hmac-sha2-512-etm@openssh.com"}
+)
 
 func defaultSSH() SSH {
 	return SSH{
@@ -48,17 +62,26 @@ func (s *SSH) validate(p *Problems, path string) {
 			p.Addf(path+".host_keys["+strconv.Itoa(i)+"]", "empty path")
 		}
 	}
-	for i, c := range s.Ciphers {
-		ok := false
-		for _, m := range ModernCiphers {
-			ok = ok || c == m
-		}
-		if !ok {
-			p.Addf(path+".ciphers["+strconv.Itoa(i)+"]", "%q is not one of %s", c, strings.Join(ModernCiphers, ", "))
-		}
-	}
+	validateAlgorithms(p, path+".kex", s.Kex, DefaultKex)
+	validateAlgorithms(p, path+".ciphers", s.Ciphers, DefaultCiphers)
+	validateAlgorithms(p, path+".macs", s.MACs, DefaultMACs)
 	if s.SFTPServer == "" {
 		p.Addf(path+".sftp_server", "must be set (path of OpenSSH's sftp-server)")
+	}
+}
+
+// validateAlgorithms checks that every name in list is one of allowed
+// and appears once. Old algorithms (CBC, SHA-1, NIST curves...) are left
+// out of allowed on purpose, so they get the same answer.
+func validateAlgorithms(p *Problems, path string, list, allowed []string) {
+	for i, name := range list {
+		key := path + "[" + strconv.Itoa(i) + "]"
+		switch {
+		case !slices.Contains(allowed, name):
+			p.Addf(key, "%s is not supported; choose from %s", name, strings.Join(allowed, ", "))
+		case slices.Index(list, name) < i:
+			p.Addf(key, "%s is listed twice", name)
+		}
 	}
 }
 

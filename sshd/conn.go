@@ -86,9 +86,11 @@ func (c *conn) serve(parent context.Context) {
 	defer c.nc.Close()
 
 	lim := c.st.Limits
-	_ = c.nc.SetDeadline(time.Now().Add(lim.LoginGraceTime))
+	grace := time.Now().Add(lim.LoginGraceTime)
+	_ = c.nc.SetDeadline(grace)
 	hc, stopQuickAck := withQuickAck(c.nc)
-	sc, chans, reqs, err := ssh.NewServerConn(hc, c.serverConfig())
+	hc, hello := peekHello(hc, grace)
+	sc, chans, reqs, err := ssh.NewServerConn(hc, c.serverConfig(hello))
 	stopQuickAck()
 	c.srv.authenticated() // no longer counts against max_startups
 	if err != nil {
@@ -100,10 +102,13 @@ func (c *conn) serve(parent context.Context) {
 	defer sc.Close()
 	fp := sc.Permissions.Extensions["fp"]
 	c.log = c.log.With("user", sc.User())
-	c.log.Info("login", "fingerprint", fp, "account", c.accountName(), "client", string(sc.ClientVersion()))
+	algs := negotiated(sc)
+	c.log.Info("login", "fingerprint", fp, "account", c.accountName(), "client", string(sc.ClientVersion()),
+		"kex", algs.KeyExchange, "cipher", algs.Read.Cipher, "mac", algs.Read.MAC, "host_key", algs.HostKey)
 	ops.AuthAttempts.WithLabelValues("publickey", "success").Inc()
 	c.srv.audit.Emit(audit.Event{Type: audit.AuthSuccess, Conn: c.id, Remote: c.nc.RemoteAddr().String(),
-		User: c.login.User, Account: c.accountName(), Method: "publickey", Fingerprint: fp})
+		User: c.login.User, Account: c.accountName(), Method: "publickey", Fingerprint: fp,
+		Kex: algs.KeyExchange, Cipher: algs.Read.Cipher, MAC: algs.Read.MAC, HostKey: algs.HostKey})
 	c.touch()
 
 	stopTimers := c.startTimers()
@@ -200,16 +205,19 @@ func (c *conn) notify(msg string) {
 	}
 }
 
-func (c *conn) serverConfig() *ssh.ServerConfig {
+// serverConfig is this connection's x/crypto config; hello, when the
+// client's KEXINIT was read, steers the cipher (algorithms.go).
+func (c *conn) serverConfig(hello *clientHello) *ssh.ServerConfig {
 	st := c.st
+	algs := configured(st.SSH).steer(hello)
 	cfg := &ssh.ServerConfig{
 		Config: ssh.Config{
-			KeyExchanges: []string{ssh.KeyExchangeMLKEM768X25519, ssh.KeyExchangeCurve25519, "curve25519-sha256@libssh.org"},
-			Ciphers:      serverCiphers(st.SSH.Ciphers),
-			MACs:         []string{ssh.HMACSHA256ETM, ssh.HMACSHA512ETM},
+			KeyExchanges: algs.kex,
+			Ciphers:      algs.ciphers,
+			MACs:         algs.macs,
 		},
 		MaxAuthTries:      st.Limits.MaxAuthTries,
-		ServerVersion:     "SSH-2.0-bastion",
+		ServerVersion:     serverVersion,
 		PublicKeyCallback: c.publicKey,
 	}
 	if st.SSH.Banner != "" {

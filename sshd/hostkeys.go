@@ -1,9 +1,7 @@
 package sshd
 
 import (
-	"crypto/ecdsa"
 	"crypto/ed25519"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
 	"encoding/pem"
@@ -84,8 +82,11 @@ func restrictRSA(s ssh.Signer) (ssh.Signer, error) {
 	return ssh.NewSignerWithAlgorithms(as, []string{ssh.KeyAlgoRSASHA512, ssh.KeyAlgoRSASHA256})
 }
 
-// EnsureHostKeys creates the standard host keys in dir (ed25519, rsa,
-// ecdsa) if they do not exist, and returns their paths.
+// EnsureHostKeys creates the host keys in dir if they do not exist, and
+// returns their paths: ed25519, which every current client prefers, and
+// RSA (3072 bits, signing with rsa-sha2-256/512) for the few without
+// ed25519. No ECDSA: the NIST curves are what ssh-audit fails, and no
+// client needs them. An ECDSA key left by an older version is not loaded.
 func EnsureHostKeys(dir string) ([]string, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create host key directory: %w", err)
@@ -95,7 +96,6 @@ func EnsureHostKeys(dir string) ([]string, error) {
 		gen  func() (any, error)
 	}{
 		{"ssh_host_ed25519_key", func() (any, error) { _, k, err := ed25519.GenerateKey(rand.Reader); return k, err }},
-		{"ssh_host_ecdsa_key", func() (any, error) { return ecdsa.GenerateKey(elliptic.P256(), rand.Reader) }},
 		{"ssh_host_rsa_key", func() (any, error) { return rsa.GenerateKey(rand.Reader, 3072) }},
 	}
 	var paths []string

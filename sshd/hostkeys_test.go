@@ -1,10 +1,13 @@
 package sshd
 
 import (
+	"crypto/rsa"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"golang.org/x/crypto/ssh"
 )
 
 func TestHostKeyFiles(t *testing.T) {
@@ -13,8 +16,8 @@ func TestHostKeyFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(paths) != 3 {
-		t.Fatalf("keys %v", paths)
+	if len(paths) != 2 || filepath.Base(paths[0]) != "ssh_host_ed25519_key" || filepath.Base(paths[1]) != "ssh_host_rsa_key" {
+		t.Fatalf("keys %v, want ed25519 and rsa only", paths)
 	}
 	for _, p := range paths {
 		st, _ := os.Stat(p)
@@ -23,8 +26,11 @@ func TestHostKeyFiles(t *testing.T) {
 		}
 	}
 	keys, err := LoadHostKeys(paths)
-	if err != nil || keys.Len() != 3 {
+	if err != nil || keys.Len() != 2 {
 		t.Fatalf("load: %v", err)
+	}
+	if k := keys.signers[1].PublicKey().(ssh.CryptoPublicKey).CryptoPublicKey().(*rsa.PublicKey); k.N.BitLen() != 3072 {
+		t.Errorf("rsa host key has %d bits, want 3072", k.N.BitLen())
 	}
 	// Created once, reused after: the same key comes back.
 	before, _ := os.ReadFile(paths[0])
