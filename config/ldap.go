@@ -52,9 +52,14 @@ type LDAP struct {
 	ToolBase   string `yaml:"tool_base"`
 	ToolFilter string `yaml:"tool_filter"`
 
-	// DialTimeout bounds connecting, the TLS handshake and the bind.
+	// DialTimeout bounds connecting, the TLS handshake and the bind (or,
+	// without bind_dn, a read of the root DSE) to one server.
 	DialTimeout time.Duration `yaml:"dial_timeout"`
-	// Timeout bounds every LDAP operation.
+	// Timeout bounds the searches of one lookup on one server. Past it
+	// (or DialTimeout), the server is taken for hung: the next one is
+	// tried, and the hung one is tried after the others for a while.
+	// DialTimeout+Timeout must leave room for a second server within
+	// the LoginLookupBudget a login waits.
 	Timeout time.Duration `yaml:"timeout"`
 	// SizeLimit caps the entries of a group search (people and tool
 	// searches ask for at most 2: more than one match is refused).
@@ -72,6 +77,11 @@ type LDAP struct {
 	// StaleIfError: when no server answers, an answer that expired less
 	// than this long ago is served (and logged). 0 disables it.
 	StaleIfError time.Duration `yaml:"stale_if_error"`
+	// StaleWait: a login whose cached answer expired (but is within
+	// StaleIfError) waits this long for LDAP, then is served the stale
+	// answer while the lookup goes on (a hung server answers nothing,
+	// not even an error). 0 serves it only when every server failed.
+	StaleWait time.Duration `yaml:"stale_wait"`
 	// NegativeTTL is how long "no such user/tool" is remembered.
 	NegativeTTL time.Duration `yaml:"negative_ttl"`
 	// CacheMaxEntries bounds the cache.
@@ -103,19 +113,24 @@ func defaultLDAP() LDAP {
 		ToolGroupPrefix:  "tools.",
 		ToolBase:         "ou=servicegroups,{base}",
 		ToolFilter:       DefaultLDAPToolFilter,
-		DialTimeout:      5 * time.Second,
-		Timeout:          10 * time.Second,
+		DialTimeout:      2 * time.Second,
+		Timeout:          3 * time.Second,
 		SizeLimit:        1000,
 		TimeLimit:        10 * time.Second,
 		PoolSize:         4,
 		PoolIdleTimeout:  5 * time.Minute,
 		CacheTTL:         60 * time.Second,
 		StaleIfError:     15 * time.Minute,
+		StaleWait:        time.Second,
 		NegativeTTL:      10 * time.Second,
 		CacheMaxEntries:  10000,
 		KillSwitchFile:   "/etc/block-ldap-key-lookup",
 	}
 }
+
+// LoginLookupBudget is how long a login waits for the directory (sshd's
+// lookup timeout); the LDAP timeouts are checked against it.
+const LoginLookupBudget = 10 * time.Second
 
 // DN expands {base} in a DN setting.
 func (l *LDAP) DN(s string) string { return strings.ReplaceAll(s, "{base}", l.BaseDN) }
@@ -233,6 +248,14 @@ func (l *LDAP) validate(p *Problems, path string) {
 	nonneg("cache_ttl", l.CacheTTL)
 	nonneg("stale_if_error", l.StaleIfError)
 	nonneg("negative_ttl", l.NegativeTTL)
+	nonneg("stale_wait", l.StaleWait)
+	if l.DialTimeout > 0 && l.Timeout > 0 && l.DialTimeout+l.Timeout > LoginLookupBudget/2 {
+		p.Addf(key("timeout"), "dial_timeout (%s) + timeout (%s) must be at most %s: a login waits %s for the directory, and a hung first server must leave time for the next one",
+			l.DialTimeout, l.Timeout, LoginLookupBudget/2, LoginLookupBudget)
+	}
+	if l.StaleWait >= LoginLookupBudget/2 {
+		p.Addf(key("stale_wait"), "must be under %s (a login waits %s for the directory), not %s", LoginLookupBudget/2, LoginLookupBudget, l.StaleWait)
+	}
 	atLeast1("size_limit", l.SizeLimit)
 	atLeast1("pool_size", l.PoolSize)
 	atLeast1("cache_max_entries", l.CacheMaxEntries)

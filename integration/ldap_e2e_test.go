@@ -30,7 +30,11 @@ type ldapWorld struct {
 // ldapAccounts are the seeded accounts whose homes the test creates.
 var ldapAccounts = map[string]int{"alice": 5001, "bob": 5002, "carol": 5003, "project/mytool": 52001, "project/othertool": 52002}
 
-func startLDAPWorld(t *testing.T) *ldapWorld {
+func startLDAPWorld(t *testing.T) *ldapWorld { return startLDAPWorldWith(t, "") }
+
+// startLDAPWorldWith is startLDAPWorld with more keys of the ldap section
+// (YAML lines indented by two spaces).
+func startLDAPWorldWith(t *testing.T, ldapKeys string) *ldapWorld {
 	t.Helper()
 	needTools(t, "ssh", "scp", "ssh-keygen")
 	slapd.Require(t)
@@ -78,6 +82,7 @@ ldap:
   bind_password_file: %s
   base_dn: %s
   kill_switch_file: block-ldap-key-lookup
+%s
 ops:
   listen: 127.0.0.1:0
 audit:
@@ -85,7 +90,7 @@ audit:
 log:
   format: text
   level: debug
-`, hostKey, w.slapd.URL, w.slapd.PasswordFile, slapd.Base)
+`, hostKey, w.slapd.URL, w.slapd.PasswordFile, slapd.Base, ldapKeys)
 	cfgPath := filepath.Join(dir, "bastion.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -379,5 +384,52 @@ func TestLDAPServerDown(t *testing.T) {
 	_, errOut, code := w.bast.runAs(t, w.key(t, "bob-1"), "bob", "", "-o", "LogLevel=INFO", "--", "echo ok")
 	if code != 255 || !strings.Contains(errOut, "directory unavailable, try again") {
 		t.Errorf("slapd down, bob never seen: exit %d, stderr %q", code, errOut)
+	}
+}
+
+// Issue 15: slapd hung by SIGSTOP (it accepts connections, never answers).
+// alice, cached but expired, logs in with the stale answer within a couple
+// of seconds; bob, never seen, reads "directory unavailable, try again"
+// well within the login's 10 s, and so does everybody at once: eight
+// logins in parallel, none waiting the whole budget.
+func TestLDAPServerHung(t *testing.T) {
+	t.Parallel()
+	w := startLDAPWorldWith(t, "  cache_ttl: 1s")
+	if out, errOut, code := w.bast.runAs(t, w.key(t, "alice-1"), "alice", "", "--", "echo ok"); code != 0 || out != "ok\n" {
+		t.Fatalf("slapd up: %q %q %d", out, errOut, code)
+	}
+	time.Sleep(1500 * time.Millisecond) // alice's answer expired
+	w.slapd.Pause()
+	defer w.slapd.Resume()
+
+	type result struct {
+		who     string
+		out, se string
+		code    int
+		took    time.Duration
+	}
+	res := make(chan result, 8)
+	for i := range 8 {
+		who, key := "alice", "alice-1"
+		if i%2 == 1 {
+			who, key = "bob", "bob-1"
+		}
+		go func() {
+			t0 := time.Now()
+			out, se, code := w.bast.runAs(t, w.key(t, key), who, "", "-o", "LogLevel=INFO", "--", "echo ok")
+			res <- result{who, out, se, code, time.Since(t0)}
+		}()
+	}
+	for range 8 {
+		r := <-res
+		switch {
+		case r.who == "alice" && (r.code != 0 || r.out != "ok\n" || r.took > 5*time.Second):
+			t.Errorf("slapd hung, alice cached: exit %d, %q %q after %s; want ok within a few seconds", r.code, r.out, r.se, r.took)
+		case r.who == "bob" && (r.code != 255 || !strings.Contains(r.se, "directory unavailable, try again") || r.took > 8*time.Second):
+			t.Errorf("slapd hung, bob never seen: exit %d, stderr %q after %s; want \"directory unavailable, try again\" well within 10s", r.code, r.se, r.took)
+		}
+	}
+	if logs := w.bast.logs(); strings.Contains(logs, "answers again") {
+		t.Errorf("bastion says the hung server answers again:\n%s", logs)
 	}
 }

@@ -61,7 +61,7 @@ var (
 	LDAPErrors = counterVec("ldap_errors_total",
 		"LDAP errors by server (as configured in ldap.urls).", "server")
 	DirectoryCache = counterVec("directory_cache_total",
-		"Directory cache results: hit, miss, stale (served from cache because every server failed).", "result")
+		"Directory cache results: hit, miss, stale (served from cache because no server answered in time).", "result")
 )
 
 // Kubernetes backend.

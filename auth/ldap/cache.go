@@ -22,25 +22,33 @@ var errClosed = errors.New("ldap directory closed")
 //   - "Not found" and "invalid entry" are remembered for neg.
 //   - When a fetch fails (LDAP unavailable), an answer that went stale
 //     less than stale ago is served instead, and the log says so.
+//   - So it is when the fetch has not answered within staleWait (a hung
+//     server answers nothing, not even an error): the caller is not kept
+//     waiting; the fetch goes on and refreshes the entry if it succeeds.
 //
 // Fetches run in goroutines owned by the cache, on a context that outlives
 // the caller who started them (other callers may be waiting) but not
 // budget, nor close. Callers stop waiting when their own context ends.
 type cache[V any] struct {
-	kind   string // "user" or "tool", for logs
-	ttl    time.Duration
-	stale  time.Duration
-	neg    time.Duration
-	max    int
-	budget time.Duration
-	log    *slog.Logger
-	now    func() time.Time
+	kind string // "user" or "tool", for logs
+	cacheOptions
+	log *slog.Logger
+	now func() time.Time
 
 	mu      sync.Mutex
 	entries map[string]*cached[V]
 	calls   map[string]*call[V]
 	closed  bool
 	wg      sync.WaitGroup
+}
+
+// cacheOptions are the cache's durations and bound (ldap.cache_ttl,
+// stale_if_error, stale_wait, negative_ttl, cache_max_entries) and the
+// budget of one fetch.
+type cacheOptions struct {
+	ttl, stale, staleWait, neg time.Duration
+	max                        int
+	budget                     time.Duration
 }
 
 type cached[V any] struct {
@@ -56,9 +64,9 @@ type call[V any] struct {
 	cancel context.CancelFunc
 }
 
-func newCache[V any](kind string, ttl, stale, neg time.Duration, max int, budget time.Duration, log *slog.Logger) *cache[V] {
+func newCache[V any](kind string, o cacheOptions, log *slog.Logger) *cache[V] {
 	return &cache[V]{
-		kind: kind, ttl: ttl, stale: stale, neg: neg, max: max, budget: budget, log: log,
+		kind: kind, cacheOptions: o, log: log,
 		now:     time.Now,
 		entries: map[string]*cached[V]{},
 		calls:   map[string]*call[V]{},
@@ -72,11 +80,12 @@ var (
 )
 
 // get returns the answer for key: cached, or from fetch (shared with any
-// concurrent get of the same key).
+// concurrent get of the same key), or stale when fetch fails or is slow.
 func (c *cache[V]) get(ctx context.Context, key string, fetch func(context.Context) (V, error)) (V, error) {
 	var zero V
 	c.mu.Lock()
 	now := c.now()
+	var stale *cached[V] // servable should LDAP fail or hang
 	if e, ok := c.entries[key]; ok {
 		age := now.Sub(e.at)
 		if e.err == nil && age < c.ttl {
@@ -88,6 +97,9 @@ func (c *cache[V]) get(ctx context.Context, key string, fetch func(context.Conte
 			c.mu.Unlock()
 			cacheHit.Inc()
 			return zero, e.err
+		}
+		if e.err == nil && c.stale > 0 && age < c.ttl+c.stale {
+			stale = e
 		}
 	}
 	cacheMiss.Inc()
@@ -105,11 +117,22 @@ func (c *cache[V]) get(ctx context.Context, key string, fetch func(context.Conte
 	}
 	c.mu.Unlock()
 
+	var staleTimer <-chan time.Time
+	if stale != nil && c.staleWait > 0 {
+		t := time.NewTimer(c.staleWait)
+		defer t.Stop()
+		staleTimer = t.C
+	}
 	select {
 	case <-cl.done:
 		return cl.val, cl.err
+	case <-staleTimer:
+		cacheStale.Inc()
+		c.log.Warn("ldap has not answered in time; serving a stale cached answer while the lookup goes on",
+			c.kind, key, "age", c.now().Sub(stale.at).Round(time.Second).String(), "waited", c.staleWait.String())
+		return stale.val, nil
 	case <-ctx.Done():
-		return zero, fmt.Errorf("ldap %s %q: gave up waiting: %w", c.kind, key, context.Cause(ctx))
+		return zero, fmt.Errorf("ldap %s %q: gave up waiting: %w: %w", c.kind, key, auth.ErrUnavailable, context.Cause(ctx))
 	}
 }
 

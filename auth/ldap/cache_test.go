@@ -24,7 +24,8 @@ func (c *clock) add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unloc
 
 func newTestCache(t *testing.T, max int) (*cache[string], *clock, *logs) {
 	l := &logs{}
-	c := newCache[string]("user", time.Minute, 15*time.Minute, 10*time.Second, max, time.Second, slog.New(slog.NewTextHandler(l, nil)))
+	o := cacheOptions{ttl: time.Minute, stale: 15 * time.Minute, neg: 10 * time.Second, max: max, budget: time.Second}
+	c := newCache[string]("user", o, slog.New(slog.NewTextHandler(l, nil)))
 	clk := &clock{t: time.Unix(1_800_000_000, 0)}
 	c.now = clk.now
 	t.Cleanup(c.close)
@@ -175,5 +176,57 @@ func TestCacheClosed(t *testing.T) {
 	c.close()
 	if _, err := c.get(t.Context(), "alice", func(context.Context) (string, error) { return "v", nil }); !errors.Is(err, auth.ErrUnavailable) {
 		t.Errorf("closed cache: %v", err)
+	}
+}
+
+// A fetch that neither answers nor fails (a hung server) does not keep a
+// caller with a servable stale answer waiting past staleWait; the fetch
+// goes on and refreshes the entry when it ends. A caller with nothing
+// cached reads "unavailable" when its own deadline comes.
+func TestCacheStaleWait(t *testing.T) {
+	t.Parallel()
+	c, clk, l := newTestCache(t, 100)
+	c.staleWait = 100 * time.Millisecond
+	c.budget = 10 * time.Second
+	if v, err := c.get(t.Context(), "alice", func(context.Context) (string, error) { return "v1", nil }); v != "v1" || err != nil {
+		t.Fatalf("first get: %q, %v", v, err)
+	}
+	clk.add(2 * time.Minute) // expired, within stale_if_error
+	release := make(chan struct{})
+	hung := func(ctx context.Context) (string, error) {
+		select {
+		case <-release:
+			return "v2", nil
+		case <-ctx.Done():
+			return "", ctx.Err()
+		}
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	start := time.Now()
+	v, err := c.get(ctx, "alice", hung)
+	if el := time.Since(start); v != "v1" || err != nil || el > time.Second {
+		t.Fatalf("hung fetch: %q, %v after %s; want the stale v1 after about 100ms", v, err, el)
+	}
+	l.mustContain(t, "has not answered in time", "serving a stale cached answer", "user=alice")
+
+	// Nothing cached: the caller's deadline ends the wait, as unavailable.
+	short, cancel2 := context.WithTimeout(t.Context(), 150*time.Millisecond)
+	defer cancel2()
+	if _, err := c.get(short, "bob", hung); !errors.Is(err, auth.ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("hung fetch, nothing cached: %v; want ErrUnavailable and the deadline", err)
+	}
+
+	close(release) // the fetch ends: the entry is fresh again
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		v, err := c.get(t.Context(), "alice", func(context.Context) (string, error) { return "", errDown })
+		if v == "v2" && err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the fetch that went on did not refresh the entry: %q, %v", v, err)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

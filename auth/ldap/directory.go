@@ -53,6 +53,7 @@ func New(cfg config.LDAP, log *slog.Logger) (*Directory, error) {
 		if err != nil {
 			return nil, err
 		}
+		s.index = len(servers)
 		servers = append(servers, s)
 	}
 	ca := &caFile{path: cfg.CAFile, log: log}
@@ -80,10 +81,13 @@ func New(cfg config.LDAP, log *slog.Logger) (*Directory, error) {
 	for _, b := range cfg.GroupBases {
 		d.groupBases = append(d.groupBases, cfg.DN(b))
 	}
-	// A lookup may try every server, then search twice or more.
-	budget := time.Duration(len(servers))*cfg.DialTimeout + 4*cfg.Timeout
-	d.users = newCache[*auth.User]("user", cfg.CacheTTL, cfg.StaleIfError, cfg.NegativeTTL, cfg.CacheMaxEntries, budget, log)
-	d.tools = newCache[*auth.Account]("tool", cfg.CacheTTL, cfg.StaleIfError, cfg.NegativeTTL, cfg.CacheMaxEntries, budget, log)
+	// A lookup may try every server (connect, then search), once more
+	// after a broken pooled connection.
+	budget := time.Duration(len(servers)+1) * (cfg.DialTimeout + cfg.Timeout)
+	opts := cacheOptions{ttl: cfg.CacheTTL, stale: cfg.StaleIfError, staleWait: cfg.StaleWait,
+		neg: cfg.NegativeTTL, max: cfg.CacheMaxEntries, budget: budget}
+	d.users = newCache[*auth.User]("user", opts, log)
+	d.tools = newCache[*auth.Account]("tool", opts, log)
 	if !cfg.StartTLS && cfg.BindDN != "" {
 		for _, s := range servers {
 			if s.scheme == "ldap" {
@@ -92,7 +96,8 @@ func New(cfg config.LDAP, log *slog.Logger) (*Directory, error) {
 		}
 	}
 	log.Info("ldap directory", "urls", cfg.URLs, "user_base", d.userBase, "bind_dn", cfg.DN(cfg.BindDN),
-		"cache_ttl", cfg.CacheTTL.String(), "stale_if_error", cfg.StaleIfError.String())
+		"cache_ttl", cfg.CacheTTL.String(), "stale_if_error", cfg.StaleIfError.String(),
+		"timeout", cfg.Timeout.String(), "dial_timeout", cfg.DialTimeout.String(), "stale_wait", cfg.StaleWait.String())
 	return d, nil
 }
 
@@ -170,7 +175,7 @@ func (d *Directory) checkKillSwitch() error {
 // so that a replica whose LDAP servers are all gone is taken out of
 // rotation (cached answers still serve the replica's live users).
 func (d *Directory) Ping(ctx context.Context) error {
-	return d.pool.do(ctx, func(c *conn) error {
+	return d.pool.do(ctx, func(ctx context.Context, c *conn) error {
 		_, err := c.search(ctx, ldap.NewSearchRequest("", ldap.ScopeBaseObject, ldap.NeverDerefAliases,
 			1, 5, false, "(objectClass=*)", []string{"supportedLDAPVersion"}, nil))
 		return err

@@ -8,11 +8,13 @@
 //   - a small pool of connections (pool.go) over several servers tried in
 //     order (ldap:// with StartTLS or ldaps://), with a CA file and a bind
 //     password file that are re-read when they change (tls.go), dial and
-//     per-operation timeouts, and broken connections replaced;
+//     per-server timeouts well inside a login's wait, broken connections
+//     replaced, and failed or hung servers tried last and by one probe at
+//     a time until they answer again;
 //   - a cache (cache.go): answers reused for cache_ttl, lookups of the same
 //     name in flight coalesced into one search, "not found" remembered
 //     briefly, and the last good answer served for stale_if_error when no
-//     server answers;
+//     server answers, or none has answered within stale_wait;
 //   - the searches and the mapping of entries to auth.User and
 //     auth.Account (search.go, keys.go);
 //   - the kill switch (a config key and a file).

@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,8 +20,8 @@ import (
 	"github.com/bastion-ssh/bastion/ops"
 )
 
-// serverBackoff is how long a server that failed is tried only after the
-// others.
+// serverBackoff is how long a server that failed (refused, broke, or did
+// not answer within its timeout) is tried only after the others.
 const serverBackoff = 30 * time.Second
 
 // server is one configured URL.
@@ -28,6 +30,7 @@ type server struct {
 	scheme string // ldap or ldaps
 	host   string // for TLS verification
 	addr   string // host:port
+	index  int    // in ldap.urls
 }
 
 func parseServer(s string) (server, error) {
@@ -58,6 +61,13 @@ func parseServer(s string) (server, error) {
 // recently used first), broken ones closed and replaced. New connections
 // go to the first server that answers, in configuration order, servers
 // that failed recently last.
+//
+// A server that failed is retried by one connection attempt at a time
+// (a probe): while it hangs, only that attempt waits for it, and other
+// lookups go to the other servers or fail at once, so that the cache can
+// serve its stale answers and new users read "directory unavailable"
+// well within the time a login waits. A server is said to answer again
+// only once it has answered an LDAP request.
 type pool struct {
 	cfg     config.LDAP
 	bindDN  string
@@ -66,11 +76,20 @@ type pool struct {
 	ca      *caFile
 	slots   chan struct{} // a token per connection in use
 	dials   atomic.Int64  // connections opened, for tests
+	backoff time.Duration // serverBackoff; shorter in tests
 
 	mu     sync.Mutex
 	idle   []*conn
-	down   map[int]time.Time // server index -> tried last until then
+	health []health // by server index
 	closed bool
+}
+
+// health is what the pool remembers of a server that failed.
+type health struct {
+	failed  bool      // failed last time, and has not answered since
+	until   time.Time // tried after the others until then
+	probing bool      // a connection attempt to it is in flight
+	err     error     // its last failure
 }
 
 // conn is one bound connection.
@@ -86,16 +105,18 @@ type conn struct {
 func newPool(cfg config.LDAP, servers []server, ca *caFile, log *slog.Logger) *pool {
 	return &pool{
 		cfg: cfg, bindDN: cfg.DN(cfg.BindDN), log: log, servers: servers, ca: ca,
-		slots: make(chan struct{}, cfg.PoolSize),
-		down:  map[int]time.Time{},
+		slots:   make(chan struct{}, cfg.PoolSize),
+		backoff: serverBackoff,
+		health:  make([]health, len(servers)),
 	}
 }
 
-// do runs fn on a connection. fn must return only errors of the
-// connection's operations (so that do can tell a broken connection from an
+// do runs fn on a connection, within cfg.Timeout per server. fn must
+// return only errors of the connection's operations, made with the
+// context it is given (so that do can tell a broken connection from an
 // LDAP result); it may run again, on another connection, when the first
-// one turns out to be broken.
-func (p *pool) do(ctx context.Context, fn func(*conn) error) error {
+// one turns out to be broken or its server does not answer in time.
+func (p *pool) do(ctx context.Context, fn func(context.Context, *conn) error) error {
 	select {
 	case p.slots <- struct{}{}:
 	case <-ctx.Done():
@@ -104,21 +125,40 @@ func (p *pool) do(ctx context.Context, fn func(*conn) error) error {
 	defer func() { <-p.slots }()
 
 	var errs []error
+	tried := make([]bool, len(p.servers)) // not to be dialled again by this call
 	for attempt := 0; attempt <= len(p.servers); attempt++ {
-		c, reused, err := p.get(ctx)
+		c, reused, err := p.get(ctx, tried)
 		if err != nil {
 			return errors.Join(append(errs, err)...)
 		}
-		err = fn(c)
+		actx, cancel := context.WithTimeoutCause(ctx, p.cfg.Timeout,
+			fmt.Errorf("no answer within ldap.timeout (%s)", p.cfg.Timeout))
+		err = fn(actx, c)
+		timedOut := ctx.Err() == nil && (actx.Err() != nil || isTimeout(err))
+		if timedOut && actx.Err() != nil {
+			err = fmt.Errorf("%w: %w", context.Cause(actx), err)
+		}
+		cancel()
 		if !c.isBroken(err) {
 			p.put(c)
 			return err
 		}
 		c.close()
 		errs = append(errs, fmt.Errorf("%s: %w", c.server.url, err))
-		if !reused {
-			p.markDown(c.server, err)
-		} else {
+		switch {
+		case ctx.Err() != nil:
+			// The lookup was given up: the server is not to blame.
+		case timedOut || !reused:
+			// A server that does not answer in time is hung, or the
+			// network dropped this connection: the next attempt tries
+			// the other servers first, and this one again only as a
+			// probe (which tells the two apart). A new connection that
+			// failed is not tried again by this lookup.
+			if !reused {
+				tried[c.server.index] = true
+			}
+			p.markDown(c.server, err, timedOut)
+		default:
 			p.log.Debug("ldap connection broken; replacing it", "server", c.server.url, "err", err)
 		}
 		if ctx.Err() != nil {
@@ -128,14 +168,32 @@ func (p *pool) do(ctx context.Context, fn func(*conn) error) error {
 	return errors.Join(errs...)
 }
 
-// get returns an idle connection (reused=true) or a new one.
-func (p *pool) get(ctx context.Context) (c *conn, reused bool, err error) {
+// isTimeout tells whether err says that the server did not answer in time.
+func isTimeout(err error) bool {
+	if err == nil {
+		return false
+	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) {
+		return true
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return true
+	}
+	// go-ldap formats some network errors into its own text.
+	msg := err.Error()
+	return strings.Contains(msg, "timed out") || strings.Contains(msg, "i/o timeout")
+}
+
+// get returns an idle connection (reused=true) or a new one to a server
+// not marked in skip.
+func (p *pool) get(ctx context.Context, skip []bool) (c *conn, reused bool, err error) {
 	var stale []*conn
 	p.mu.Lock()
 	for len(p.idle) > 0 && c == nil {
 		last := p.idle[len(p.idle)-1]
 		p.idle = p.idle[:len(p.idle)-1]
-		if last.lc.IsClosing() || time.Since(last.used) > p.cfg.PoolIdleTimeout {
+		if last.lc.IsClosing() || time.Since(last.used) > p.cfg.PoolIdleTimeout || skip[last.server.index] {
 			stale = append(stale, last)
 			continue
 		}
@@ -148,7 +206,7 @@ func (p *pool) get(ctx context.Context) (c *conn, reused bool, err error) {
 	if c != nil {
 		return c, true, nil
 	}
-	c, err = p.dial(ctx)
+	c, err = p.dial(ctx, skip)
 	return c, false, err
 }
 
@@ -164,8 +222,11 @@ func (p *pool) put(c *conn) {
 	p.mu.Unlock()
 }
 
-// dial connects to the first server that answers.
-func (p *pool) dial(ctx context.Context) (*conn, error) {
+// dial connects to the first server that answers, among those not in
+// skip: servers in good health (or whose backoff is over) in
+// configuration order, then the others; a server that failed is skipped
+// while another attempt is probing it.
+func (p *pool) dial(ctx context.Context, skip []bool) (*conn, error) {
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
@@ -173,48 +234,97 @@ func (p *pool) dial(ctx context.Context) (*conn, error) {
 	}
 	now := time.Now()
 	var first, last []int
+	var errs []error
 	for i := range p.servers {
-		if now.Before(p.down[i]) {
+		h := &p.health[i]
+		switch {
+		case skip[i]:
+		case h.failed && h.probing:
+			errs = append(errs, fmt.Errorf("%s: failed recently (another lookup is retrying it): %w", p.servers[i].url, h.err))
+		case h.failed && now.Before(h.until):
 			last = append(last, i)
-		} else {
+		default:
 			first = append(first, i)
 		}
 	}
 	p.mu.Unlock()
 
-	var errs []error
 	for _, i := range append(first, last...) {
 		s := &p.servers[i]
+		if !p.claim(i) {
+			errs = append(errs, fmt.Errorf("%s: failed recently (another lookup is retrying it)", s.url))
+			continue
+		}
 		c, err := p.dialOne(ctx, s)
 		if err == nil {
 			p.mu.Lock()
-			wasDown := !p.down[i].IsZero()
-			delete(p.down, i)
+			wasDown := p.health[i].failed
+			p.health[i] = health{}
 			p.mu.Unlock()
 			if wasDown {
 				p.log.Info("ldap server answers again", "server", s.url)
 			}
 			return c, nil
 		}
-		p.markDown(s, err)
+		p.mu.Lock()
+		p.health[i].probing = false
+		p.mu.Unlock()
 		errs = append(errs, fmt.Errorf("%s: %w", s.url, err))
 		if ctx.Err() != nil {
 			break
 		}
+		p.markDown(s, err, isTimeout(err))
+	}
+	if len(errs) == 0 {
+		return nil, errors.New("no ldap server left to try")
 	}
 	return nil, fmt.Errorf("no ldap server answered: %w", errors.Join(errs...))
 }
 
-func (p *pool) markDown(s *server, err error) {
-	ops.LDAPErrors.WithLabelValues(s.url).Inc()
-	for i := range p.servers {
-		if &p.servers[i] == s {
-			p.mu.Lock()
-			p.down[i] = time.Now().Add(serverBackoff)
-			p.mu.Unlock()
+// claim marks server i as being dialled. It fails when i failed and
+// another attempt is already probing it.
+func (p *pool) claim(i int) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	h := &p.health[i]
+	if h.failed {
+		if h.probing {
+			return false
 		}
+		h.probing = true
 	}
-	p.log.Warn("ldap server failed; trying the next one", "server", s.url, "err", err)
+	return true
+}
+
+// markDown remembers that s failed with err: it is tried after the others
+// for the backoff, by one attempt at a time. When it hung, its idle
+// connections are closed too (each would cost a timeout).
+func (p *pool) markDown(s *server, err error, hung bool) {
+	ops.LDAPErrors.WithLabelValues(s.url).Inc()
+	var drop []*conn
+	p.mu.Lock()
+	h := &p.health[s.index]
+	h.failed, h.until, h.err = true, time.Now().Add(p.backoff), err
+	if hung {
+		kept := p.idle[:0]
+		for _, c := range p.idle {
+			if c.server == s {
+				drop = append(drop, c)
+			} else {
+				kept = append(kept, c)
+			}
+		}
+		p.idle = kept
+	}
+	p.mu.Unlock()
+	for _, c := range drop {
+		c.close()
+	}
+	what := "ldap server failed; trying the others first"
+	if hung {
+		what = "ldap server does not answer (hung?); trying the others first"
+	}
+	p.log.Warn(what, "server", s.url, "for", p.backoff.String(), "err", err)
 }
 
 // dialOne connects, starts TLS and binds, all within DialTimeout.
@@ -270,6 +380,15 @@ func (p *pool) dialOne(ctx context.Context, s *server) (*conn, error) {
 		}
 		if err := lc.Bind(p.bindDN, pw); err != nil {
 			return fail(fmt.Sprintf("bind as %s", p.bindDN), err)
+		}
+	} else {
+		// Anonymous: a hung server accepts the TCP connection all the
+		// same; only an answer tells that it works.
+		_, err := lc.Search(ldap.NewSearchRequest("", ldap.ScopeBaseObject, ldap.NeverDerefAliases,
+			1, 0, false, "(objectClass=*)", []string{"supportedLDAPVersion"}, nil))
+		var le *ldap.Error
+		if err != nil && (!errors.As(err, &le) || le.ResultCode >= ldap.LDAPResultOther) {
+			return fail("read the root DSE", err)
 		}
 	}
 	if !stop() {

@@ -47,7 +47,7 @@ type found struct {
 func (d *Directory) find(ctx context.Context, base, filter string, attrs []string, memberName func(*ldap.Entry) string) (found, error) {
 	d.fetches.Add(1)
 	var f found
-	err := d.pool.do(ctx, func(c *conn) error {
+	err := d.pool.do(ctx, func(ctx context.Context, c *conn) error {
 		f = found{}
 		res, err := c.search(ctx, d.request(base, filter, 2, attrs))
 		if res != nil {

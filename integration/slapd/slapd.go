@@ -46,6 +46,9 @@ type Options struct {
 	// Port and TLSPort fix the listening ports (e.g. to restart a server
 	// where its clients expect it); zero picks free ones.
 	Port, TLSPort int
+	// AnonymousRead lets anonymous binds read the tree (by default only
+	// BindDN can).
+	AnonymousRead bool
 }
 
 // Server is a running slapd.
@@ -61,11 +64,12 @@ type Server struct {
 	// PasswordFile holds BindPassword followed by a newline.
 	PasswordFile string
 
-	t    testing.TB
-	cmd  *exec.Cmd
-	log  *syncBuffer
-	done chan struct{}
-	stop sync.Once
+	t             testing.TB
+	anonymousRead bool
+	cmd           *exec.Cmd
+	log           *syncBuffer
+	done          chan struct{}
+	stop          sync.Once
 }
 
 // Binary returns the path of slapd, or "" if it is not installed.
@@ -99,7 +103,7 @@ func Start(t testing.TB, opts Options) *Server {
 	t.Helper()
 	bin := Require(t)
 	dir := t.TempDir()
-	s := &Server{t: t, Dir: dir, PasswordFile: filepath.Join(dir, "bind-password")}
+	s := &Server{t: t, Dir: dir, PasswordFile: filepath.Join(dir, "bind-password"), anonymousRead: opts.AnonymousRead}
 	if err := os.WriteFile(s.PasswordFile, []byte(BindPassword+"\n"), 0o600); err != nil {
 		t.Fatalf("write bind password file: %v", err)
 	}
@@ -192,9 +196,18 @@ func (s *Server) Stop() { s.halt(syscall.SIGTERM) }
 // Kill ends slapd abruptly with SIGKILL, as a crash would, and waits for it.
 func (s *Server) Kill() { s.halt(syscall.SIGKILL) }
 
+// Pause stops slapd with SIGSTOP: the kernel still accepts connections
+// for it, but nothing answers, as with a hung server. Resume undoes it;
+// Stop and Kill work on a paused server.
+func (s *Server) Pause() { _ = s.cmd.Process.Signal(syscall.SIGSTOP) }
+
+// Resume continues a paused slapd with SIGCONT.
+func (s *Server) Resume() { _ = s.cmd.Process.Signal(syscall.SIGCONT) }
+
 func (s *Server) halt(sig syscall.Signal) {
 	s.stop.Do(func() {
 		_ = s.cmd.Process.Signal(sig)
+		_ = s.cmd.Process.Signal(syscall.SIGCONT) // a paused server acts on SIGTERM only once continued
 		select {
 		case <-s.done:
 		case <-time.After(5 * time.Second):
@@ -209,7 +222,7 @@ func (s *Server) halt(sig syscall.Signal) {
 func (s *Server) Restart(tls *CA) {
 	s.t.Helper()
 	s.Stop()
-	opts := Options{TLS: tls, Port: s.Port, TLSPort: s.TLSPort}
+	opts := Options{TLS: tls, Port: s.Port, TLSPort: s.TLSPort, AnonymousRead: s.anonymousRead}
 	if tls != nil && opts.TLSPort == 0 {
 		opts.TLSPort = freePort(s.t)
 	}
@@ -265,6 +278,10 @@ func (s *Server) writeConfig(opts Options) string {
 		tlsConf = fmt.Sprintf("TLSCACertificateFile %s\nTLSCertificateFile %s\nTLSCertificateKeyFile %s\nTLSVerifyClient never\n",
 			filepath.Join(s.Dir, "ca.pem"), filepath.Join(s.Dir, "server.pem"), filepath.Join(s.Dir, "server.key"))
 	}
+	others := "none"
+	if opts.AnonymousRead {
+		others = "read"
+	}
 	var b strings.Builder
 	for _, schema := range []string{"core", "cosine", "nis", "inetorgperson"} {
 		fmt.Fprintf(&b, "include /etc/ldap/schema/%s.schema\n", schema)
@@ -292,8 +309,8 @@ access to attrs=userPassword
 	by * none
 access to *
 	by dn.exact=%[7]q read
-	by * none
-`, s.Dir, tlsConf, Base, RootDN, RootPassword, db, BindDN)
+	by * %[8]s
+`, s.Dir, tlsConf, Base, RootDN, RootPassword, db, BindDN, others)
 	conf := filepath.Join(s.Dir, "slapd.conf")
 	if err := os.WriteFile(conf, []byte(b.String()), 0o600); err != nil {
 		t.Fatalf("write slapd.conf: %v", err)
