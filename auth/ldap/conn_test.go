@@ -420,6 +420,6 @@ func TestHalfOpenConnection(t *testing.T) {
 		t.Errorf("%d connections; want 2 (the frozen one replaced)", n)
 	}
 	// The server is suspected hung, then answers on the new connection.
-	logs.mustContain(t, "level=WARN", "does not answer (hung?)", "timed out")
+	logs.mustContain(t, "level=WARN", "does not answer (hung?)", "server="+cfg.URLs[0])
 	logs.mustContain(t, "level=INFO", "answers again")
 }
