@@ -24,13 +24,13 @@ func openBackend(ctx context.Context, cfg config.Config, auditLog *audit.Log, lo
 		}
 		return b, b.Close, nil
 	case "kube":
-		b, err := kube.New(ctx, cfg.Kube, log.With("backend", "kube"))
+		kl := log.With("backend", "kube")
+		routeClientGoLogs(kl)
+		b, err := kube.New(ctx, kube.Config{Kube: cfg.Kube, Log: kl, Audit: auditLog})
 		if err != nil {
 			return nil, nil, err
 		}
-		b.SetAudit(auditLog)
 		b.Start()
-		b.StartImageChecks() // pre-flight in the background: a cluster that is down does not hold up start-up
 		return b, b.Close, nil
 	default:
 		return nil, nil, fmt.Errorf("backend.type %q is not supported", cfg.Backend.Type)

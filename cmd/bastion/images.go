@@ -12,12 +12,13 @@ import (
 
 	"github.com/bastion-ssh/bastion/config"
 	"github.com/bastion-ssh/bastion/session/kube"
+	"github.com/bastion-ssh/bastion/session/kube/shellimage"
 )
 
 // imagesJSON is `bastion images --output json`: the inventory per
 // cluster, and the protect list for a registry's retention tooling.
 type imagesJSON struct {
-	Clusters []kube.ClusterImages `json:"clusters"`
+	Clusters []shellimage.ClusterImages `json:"clusters"`
 	// Protect is every REPOSITORY@DIGEST in use or configured.
 	Protect []string `json:"protect"`
 	// Unresolved are references with no known digest (a tag no pod
@@ -53,7 +54,7 @@ func cmdImages(args []string, stdout, stderr io.Writer) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*cfg.Kube.APITimeout+5*time.Second)
 	defer cancel()
 	inv := b.Inventory(ctx)
-	protect, unresolved := kube.ProtectList(inv)
+	protect, unresolved := shellimage.ProtectList(inv)
 
 	code := 0
 	for _, c := range inv {
@@ -108,7 +109,8 @@ func cliBackend(ctx context.Context, cfg config.Config, stderr io.Writer) (*kube
 		return nil, fmt.Errorf("backend.type is %q: shell images belong to the kube backend", cfg.Backend.Type)
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	return kube.New(ctx, cfg.Kube, log)
+	routeClientGoLogs(log)
+	return kube.New(ctx, kube.Config{Kube: cfg.Kube, Log: log})
 }
 
 // preflight runs `check-config --preflight`: a probe pod for every shell

@@ -11,11 +11,11 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/bastion-ssh/bastion/auth"
 	"github.com/bastion-ssh/bastion/session"
+	"github.com/bastion-ssh/bastion/session/kube/internal/pods"
 	"github.com/bastion-ssh/bastion/session/kube/kubeenv"
 	"github.com/bastion-ssh/bastion/session/sessiontest"
 )
@@ -112,8 +112,8 @@ func TestPodReuseAndIsolation(t *testing.T) {
 			t.Fatalf("four concurrent sessions on two replicas saw pods %q", hosts)
 		}
 	}
-	if pods := e.shellPods(t); len(pods) != 1 {
-		t.Fatalf("%d shell pods, want 1", len(pods))
+	if shells := e.shellPods(t); len(shells) != 1 {
+		t.Fatalf("%d shell pods, want 1", len(shells))
 	}
 
 	// Look-alike names: each its own pod, as its own uid.
@@ -127,8 +127,8 @@ func TestPodReuseAndIsolation(t *testing.T) {
 			t.Errorf("%s ran in %q (alice's pod: %q)", o.Name, out, hosts[0])
 		}
 	}
-	if pods := e.shellPods(t); len(pods) != 4 {
-		t.Errorf("%d shell pods, want 4", len(pods))
+	if shells := e.shellPods(t); len(shells) != 4 {
+		t.Errorf("%d shell pods, want 4", len(shells))
 	}
 }
 
@@ -183,7 +183,7 @@ func TestOtherAccountsPods(t *testing.T) {
 
 	// Nothing alice did touched bob's pods.
 	for _, p := range e.shellPods(t) {
-		if p.Annotations[annoAccount] == "bob" && p.DeletionTimestamp != nil {
+		if p.Annotations[pods.AnnoAccount] == "bob" && p.DeletionTimestamp != nil {
 			t.Errorf("bob's pod %s/%s is being deleted", p.Namespace, p.Name)
 		}
 	}
@@ -207,14 +207,14 @@ func TestIdleReaping(t *testing.T) {
 	if _, _, st, err := runCmd(t, b, u, nil, "sleep 6", ""); err != nil || st.Code != 0 {
 		t.Fatalf("long session: %v %+v", err, st)
 	}
-	pods := e.shellPods(t)
-	if len(pods) != 1 || pods[0].DeletionTimestamp != nil {
-		t.Fatalf("the pod was reaped under a session: %d pods", len(pods))
+	shells := e.shellPods(t)
+	if len(shells) != 1 || shells[0].DeletionTimestamp != nil {
+		t.Fatalf("the pod was reaped under a session: %d pods", len(shells))
 	}
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	if err := kubeenv.WaitNoPods(ctx, e.client, shellSelector+","+labelProject+"="+e.project); err != nil {
+	if err := kubeenv.WaitNoPods(ctx, e.client, pods.ShellPodsOf(e.project)); err != nil {
 		t.Fatalf("idle pod not reaped: %v", err)
 	}
 	t.Logf("idle pod gone %v after its last session", time.Since(start).Round(100*time.Millisecond))
@@ -239,14 +239,14 @@ func TestDeadReplicaPodReaped(t *testing.T) {
 	}
 	pod := e.shellPods(t)[0]
 	// A crashed replica: it said it had 2 sessions, and then nothing.
-	patch, _ := sessionsPatch("crashed-replica", 2, time.Now())
+	patch := fmt.Appendf(nil, `{"metadata":{"annotations":{%q:"{\"n\":2,\"t\":%d}"}}}`, pods.AnnoSessionsPrefix+"crashed-replica", time.Now().Unix())
 	if _, err := e.client.CoreV1().Pods(pod.Namespace).Patch(t.Context(), pod.Name, "application/merge-patch+json", patch, metav1.PatchOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	if err := kubeenv.WaitNoPods(ctx, e.client, shellSelector+","+labelProject+"="+e.project); err != nil {
+	if err := kubeenv.WaitNoPods(ctx, e.client, pods.ShellPodsOf(e.project)); err != nil {
 		t.Fatalf("orphaned pod not reaped: %v", err)
 	}
 	if d := time.Since(start); d < 2*time.Second {
@@ -284,7 +284,7 @@ func TestMissingImage(t *testing.T) {
 	}
 	wctx, wcancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer wcancel()
-	if err := kubeenv.WaitNoPods(wctx, e.client, shellSelector+","+labelProject+"="+e.project); err != nil {
+	if err := kubeenv.WaitNoPods(wctx, e.client, pods.ShellPodsOf(e.project)); err != nil {
 		t.Errorf("the pod that cannot start was left behind: %v", err)
 	}
 	t.Logf("reported in %v: %s", took.Round(time.Millisecond), msg)
@@ -304,7 +304,7 @@ func TestStartTimeout(t *testing.T) {
 	}
 	wctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	if err := kubeenv.WaitNoPods(wctx, e.client, shellSelector+","+labelProject+"="+e.project); err != nil {
+	if err := kubeenv.WaitNoPods(wctx, e.client, pods.ShellPodsOf(e.project)); err != nil {
 		t.Errorf("the pod was left behind: %v", err)
 	}
 }
@@ -339,9 +339,9 @@ func TestPodDeletedMidSession(t *testing.T) {
 	if err != nil || out2 != "again\n" {
 		t.Fatalf("next session: %q %v", out2, err)
 	}
-	pods := e.shellPods(t)
-	if len(pods) != 1 || pods[0].UID == pod.UID {
-		t.Errorf("want one new pod, have %d", len(pods))
+	shells := e.shellPods(t)
+	if len(shells) != 1 || shells[0].UID == pod.UID {
+		t.Errorf("want one new pod, have %d", len(shells))
 	}
 }
 
@@ -374,14 +374,14 @@ func TestAPIServerDownAndKubeconfigReload(t *testing.T) {
 	if out, _, _, err := runCmd(t, b, other, nil, "echo back", ""); err != nil || out != "back\n" {
 		t.Fatalf("API server back: %q %v", out, err)
 	}
-	if pods := e.shellPods(t); len(pods) != 2 {
-		t.Errorf("%d pods, want 2 (one per account, none leaked)", len(pods))
+	if shells := e.shellPods(t); len(shells) != 2 {
+		t.Errorf("%d pods, want 2 (one per account, none leaked)", len(shells))
 	}
 
 	// Point the kubeconfig at the API server itself (a new token too), then
 	// take the proxy down for good: sessions go on without a restart.
 	e.id.WriteKubeconfig(t, e.id.Server())
-	time.Sleep(reloadCheck + 100*time.Millisecond)
+	time.Sleep(pods.ReloadCheck + 100*time.Millisecond)
 	e.id.Proxy.Down()
 	if out, _, _, err := runCmd(t, b, u, nil, "echo reloaded", ""); err != nil || out != "reloaded\n" {
 		t.Fatalf("after the kubeconfig changed: %q %v", out, err)
@@ -460,8 +460,6 @@ func TestForwardToToolService(t *testing.T) {
 	}
 }
 
-var _ = corev1.PodRunning
-
 // A pod no node can take: the user reads why within seconds, and the pod
 // goes.
 func TestUnschedulable(t *testing.T) {
@@ -480,7 +478,7 @@ func TestUnschedulable(t *testing.T) {
 	}
 	wctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	if err := kubeenv.WaitNoPods(wctx, e.client, shellSelector+","+labelProject+"="+e.project); err != nil {
+	if err := kubeenv.WaitNoPods(wctx, e.client, pods.ShellPodsOf(e.project)); err != nil {
 		t.Errorf("the pod was left behind: %v", err)
 	}
 }

@@ -3,7 +3,6 @@ package kube
 import (
 	"bytes"
 	"context"
-	"errors"
 	"io"
 	"os"
 	"os/exec"
@@ -16,13 +15,13 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
-	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"k8s.io/client-go/tools/remotecommand"
 
 	"github.com/bastion-ssh/bastion/auth"
 	"github.com/bastion-ssh/bastion/session"
+	"github.com/bastion-ssh/bastion/session/kube/internal/pods"
 	"github.com/bastion-ssh/bastion/session/kube/kubeenv"
 )
 
@@ -145,7 +144,7 @@ func BenchmarkPromptCold(b *testing.B) {
 			b.Fatal(err)
 		}
 		ctx, cancel := context.WithTimeout(b.Context(), time.Minute)
-		if err := kubeenv.WaitNoPods(ctx, e.client, shellSelector+","+labelProject+"="+e.project); err != nil {
+		if err := kubeenv.WaitNoPods(ctx, e.client, pods.ShellPodsOf(e.project)); err != nil {
 			b.Fatal(err)
 		}
 		// Our own watch, to see when the new pod turns Ready.
@@ -156,7 +155,7 @@ func BenchmarkPromptCold(b *testing.B) {
 		readyAt := make(chan time.Time, 1)
 		go func() {
 			for ev := range w.ResultChan() {
-				if p, ok := ev.Object.(*corev1.Pod); ok && ev.Type != watch.Deleted && podReady(p) {
+				if p, ok := ev.Object.(*corev1.Pod); ok && ev.Type != watch.Deleted && pods.Ready(p) {
 					readyAt <- time.Now()
 					return
 				}
@@ -232,8 +231,6 @@ func adminKubeconfig(b testing.TB, e *env) string {
 	return path
 }
 
-var _ = errors.New
-
 // BenchmarkPromptRawExec is the floor under BenchmarkPromptWarm: the same
 // exec of /bin/bash -l with client-go in this process, without the
 // session annotation, the wrapper or the pod watch.
@@ -243,27 +240,20 @@ func BenchmarkPromptRawExec(b *testing.B) {
 	u := benchUser(b, "raw", 6004)
 	prompt(b, be, u)
 	pod := e.shellPods(b)[0]
-	cs, err := be.clientsFor(be.order[0])
+	c, err := be.order[0].Client()
 	if err != nil {
 		b.Fatal(err)
 	}
 	var total time.Duration
 	b.ResetTimer()
 	for range b.N {
-		opts := &corev1.PodExecOptions{Container: containerName, Command: []string{"/bin/bash", "-l"}, Stdin: true, Stdout: true, TTY: true}
-		url := cs.cs.CoreV1().RESTClient().Post().Resource("pods").Namespace(pod.Namespace).Name(pod.Name).
-			SubResource("exec").VersionedParams(opts, scheme.ParameterCodec).URL().String()
 		start := time.Now()
-		ex, err := cs.executor(url)
-		if err != nil {
-			b.Fatal(err)
-		}
 		ctx, cancel := context.WithCancel(b.Context())
 		fb := newFirstByte()
 		pr, pw := io.Pipe()
 		done := make(chan struct{})
 		go func() {
-			_ = ex.StreamWithContext(ctx, remotecommand.StreamOptions{Stdin: pr, Stdout: fb, Tty: true})
+			_ = c.Exec(ctx, &pod, []string{"/bin/bash", "-l"}, remotecommand.StreamOptions{Stdin: pr, Stdout: fb, Tty: true})
 			close(done)
 		}()
 		total += (<-fb.at).Sub(start)

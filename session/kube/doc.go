@@ -5,7 +5,7 @@
 // Pods. The pod's name is derived from the account's exact name and the
 // project ("shell-NAME-HASH", a DNS-1123 label), so every bastion replica
 // finds the same pod: a session patches the pod (its replica's session
-// count, heartbeat.go) and creates it on NotFound; AlreadyExists means
+// count, package lifecycle) and creates it on NotFound; AlreadyExists means
 // another session or replica won the race, and the pod is shared. The pod
 // runs as the account's uid/gid (fsGroup, supplementary groups), with no
 // service account token, no privilege escalation, no capabilities, the
@@ -36,13 +36,11 @@
 // evicted, its sessions end with a message saying so, and the next login
 // makes a new pod.
 //
-// Reaping. Every replica writes its open session count on the pods it
-// uses, refreshed by a heartbeat. Every replica's sweep deletes pods idle
-// for the idle timeout (no fresh count above zero anywhere), pods whose
-// only counts are stale (left by a replica that died), ended pods and
-// pods that never became ready; it deletes with the resourceVersion it
-// looked at as a precondition, so a session starting meanwhile keeps its
-// pod.
+// Reaping, session counts and the pod watch are package lifecycle's;
+// shell-image health (pre-flight, fallbacks, inventory) is package
+// shellimage's; every API call goes through the narrow pod client in
+// internal/pods. What the user reads (the progress line, notices, why a
+// shell could not start) is in messages.go.
 //
 // ssh -L. Names of Services and pods (NAME, NAME.NAMESPACE,
 // NAME.NAMESPACE.svc[.DOMAIN]) resolve, through EndpointSlices, to a ready
@@ -58,6 +56,11 @@
 // server cannot be reached, the user reads that the project's cluster is
 // unavailable, and nothing is left behind.
 //
-// The package must not know about SSH: it implements session.Backend. It
-// never deletes namespaces, and it never touches pods without its labels.
+// Lifecycle: New(ctx, Config) makes the backend (no cluster is asked
+// yet), Start runs its loops (heartbeat, sweep, pre-flight), Close stops
+// them and waits. A one-off command (bastion images) skips Start.
+//
+// The package must not know about SSH: it implements session.Backend and
+// must not import sshd or golang.org/x/crypto/ssh. It never deletes
+// namespaces, and it never touches pods without its labels.
 package kube

@@ -2,8 +2,6 @@ package kube
 
 import (
 	"context"
-	"fmt"
-	"io"
 	"log/slog"
 	"strings"
 	"sync"
@@ -19,6 +17,7 @@ import (
 	"github.com/bastion-ssh/bastion/config"
 	"github.com/bastion-ssh/bastion/integration/kubetest"
 	"github.com/bastion-ssh/bastion/session"
+	"github.com/bastion-ssh/bastion/session/kube/internal/pods"
 	"github.com/bastion-ssh/bastion/session/kube/kubeenv"
 	"github.com/bastion-ssh/bastion/session/sessiontest"
 )
@@ -68,7 +67,7 @@ func (e *env) config() config.Kube {
 // backend starts a backend for cfg that is closed when the test ends.
 func (e *env) backend(t testing.TB, cfg config.Kube) *Backend {
 	t.Helper()
-	b, err := New(context.WithoutCancel(t.Context()), cfg, testLogger(t))
+	b, err := New(context.WithoutCancel(t.Context()), Config{Kube: cfg, Log: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,12 +82,18 @@ func (e *env) namespace(t testing.TB, cfg config.Kube, id identity) string {
 	t.Helper()
 	ns := namespaceFor(cfg.Clusters[0], id)
 	_, err := e.client.CoreV1().Namespaces().Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
-		Name: ns, Labels: map[string]string{labelProject: e.project, labelManagedBy: managedBy},
+		Name: ns, Labels: map[string]string{pods.LabelProject: e.project, pods.LabelManagedBy: pods.ManagedBy},
 	}}, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatalf("create namespace %s: %v", ns, err)
 	}
-	if err := waitServiceAccount(t.Context(), &clients{cs: e.client}, ns, time.Minute); err != nil {
+	cl := pods.NewCluster(&cfg, cfg.Clusters[0], testLogger(t))
+	cl.UseClient(e.client)
+	c, err := cl.Current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitServiceAccount(t.Context(), ns, time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	return ns
@@ -98,13 +103,13 @@ func (e *env) namespace(t testing.TB, cfg config.Kube, id identity) string {
 // port 80 in ns (kubetest.EchoService) as a pod of the test's project.
 func (e *env) echoService(t testing.TB, ns string) {
 	t.Helper()
-	kubetest.EchoService(t, e.client, ns, 4000, map[string]string{labelProject: e.project})
+	kubetest.EchoService(t, e.client, ns, 4000, map[string]string{pods.LabelProject: e.project})
 }
 
 // shellPods lists the project's shell pods.
 func (e *env) shellPods(t testing.TB) []corev1.Pod {
 	t.Helper()
-	list, err := e.client.CoreV1().Pods("").List(t.Context(), metav1.ListOptions{LabelSelector: shellSelector + "," + labelProject + "=" + e.project})
+	list, err := e.client.CoreV1().Pods("").List(t.Context(), metav1.ListOptions{LabelSelector: pods.ShellPodsOf(e.project)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,6 +175,3 @@ func (w *testWriter) stop() {
 	w.done = true
 	w.mu.Unlock()
 }
-
-var _ = io.Discard
-var _ = fmt.Sprint

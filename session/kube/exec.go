@@ -14,11 +14,12 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/tools/remotecommand"
 	utilexec "k8s.io/client-go/util/exec"
 
 	"github.com/bastion-ssh/bastion/session"
+	"github.com/bastion-ssh/bastion/session/kube/internal/pods"
+	"github.com/bastion-ssh/bastion/session/kube/lifecycle"
 )
 
 // How a session's process is started and ended in the pod.
@@ -153,27 +154,13 @@ func (q *sizeQueue) Next() *remotecommand.TerminalSize {
 }
 
 // execIn runs r in pod and reports how it ended.
-func (b *Backend) execIn(ctx context.Context, cl *cluster, cs *clients, pod *corev1.Pod, inst *instance, r session.Request) (session.ExitStatus, error) {
+func (b *Backend) execIn(ctx context.Context, c *pods.Client, pod *corev1.Pod, inst *lifecycle.Instance, r session.Request) (session.ExitStatus, error) {
 	token := newToken()
 	pids := 0
-	if cl.pod.PidsLimit != nil {
-		pids = *cl.pod.PidsLimit
+	if p := c.Cluster().Pod.PidsLimit; p != nil {
+		pids = *p
 	}
 	tty := r.TTY != nil
-	opts := &corev1.PodExecOptions{
-		Container: containerName,
-		Command:   sessionCommand(r, token, pids),
-		Stdin:     true,
-		Stdout:    true,
-		Stderr:    !tty,
-		TTY:       tty,
-	}
-	url := cs.cs.CoreV1().RESTClient().Post().Resource("pods").Namespace(pod.Namespace).Name(pod.Name).
-		SubResource("exec").VersionedParams(opts, scheme.ParameterCodec).URL().String()
-	ex, err := cs.executor(url)
-	if err != nil {
-		return session.ExitStatus{}, err
-	}
 
 	// The session's context: cancelled when the caller's is, or when the
 	// pod goes away.
@@ -183,7 +170,7 @@ func (b *Backend) execIn(ctx context.Context, cl *cluster, cs *clients, pod *cor
 	go func() {
 		defer b.wg.Done()
 		select {
-		case <-inst.gone:
+		case <-inst.Gone():
 			cancel(errPodGone)
 		case <-sctx.Done():
 		}
@@ -234,14 +221,14 @@ func (b *Backend) execIn(ctx context.Context, cl *cluster, cs *clients, pod *cor
 						return
 					}
 					if name, known := signalNames[sig]; known {
-						b.signal(sctx, cs, pod, token, name)
+						b.signal(sctx, c, pod, token, name)
 					}
 				}
 			}
 		}()
 	}
 
-	err = ex.StreamWithContext(sctx, so)
+	err := c.Exec(sctx, pod, sessionCommand(r, token, pids), so)
 	if err == nil {
 		return session.ExitStatus{Code: 0}, nil
 	}
@@ -250,8 +237,8 @@ func (b *Backend) execIn(ctx context.Context, cl *cluster, cs *clients, pod *cor
 		code := ee.ExitStatus()
 		// Killed by SIGKILL or SIGTERM: perhaps because the pod is being
 		// deleted, which its watch reports at once.
-		if (code == 137 || code == 143) && isClosed(inst.gone, 300*time.Millisecond) {
-			return session.ExitStatus{}, podGoneError(cl, pod, inst)
+		if (code == 137 || code == 143) && isClosed(inst.Gone(), 300*time.Millisecond) {
+			return session.ExitStatus{}, podGoneError(c.Project(), pod, inst)
 		}
 		return session.ExitStatus{Code: code}, nil
 	}
@@ -260,25 +247,19 @@ func (b *Backend) execIn(ctx context.Context, cl *cluster, cs *clients, pod *cor
 	// process does not linger.
 	cause := context.Cause(sctx)
 	if !errors.Is(cause, errPodGone) {
-		b.endProcesses(ctx, cs, pod, token)
+		b.endProcesses(ctx, c, pod, token)
 	}
 	switch {
 	case errors.Is(cause, errPodGone):
 	case ctx.Err() != nil:
 		return session.ExitStatus{Signal: "HUP"}, nil
-	case !isClosed(inst.gone, 2*time.Second):
-		if unavailable(err) {
-			return session.ExitStatus{}, unavailableError(cl, fmt.Errorf("exec in %s/%s: %w", pod.Namespace, pod.Name, err))
+	case !isClosed(inst.Gone(), 2*time.Second):
+		if pods.Unavailable(err) {
+			return session.ExitStatus{}, pods.UnavailableError(c.Project(), fmt.Errorf("exec in %s/%s: %w", pod.Namespace, pod.Name, err))
 		}
 		return session.ExitStatus{}, fmt.Errorf("exec in %s/%s: %w", pod.Namespace, pod.Name, err)
 	}
-	return session.ExitStatus{}, podGoneError(cl, pod, inst)
-}
-
-// podGoneError tells the user their pod went away under the session.
-func podGoneError(cl *cluster, pod *corev1.Pod, inst *instance) error {
-	return session.UserErrorf(fmt.Errorf("pod %s/%s %s", pod.Namespace, pod.Name, inst.reason),
-		fmt.Sprintf("your shell pod in %s %s; log in again to get a new one", cl.cfg.Name, inst.reason))
+	return session.ExitStatus{}, podGoneError(c.Project(), pod, inst)
 }
 
 var errPodGone = errors.New("the pod went away")
@@ -304,39 +285,28 @@ var signalNames = map[session.Signal]string{
 
 // endProcesses ends every process of the session token in pod (see the
 // comment at the top of this file). It outlives the session's context.
-func (b *Backend) endProcesses(ctx context.Context, cs *clients, pod *corev1.Pod, token string) {
+func (b *Backend) endProcesses(ctx context.Context, c *pods.Client, pod *corev1.Pod, token string) {
 	kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
 	defer cancel()
-	if err := b.runScript(kctx, cs, pod, killScript, token, "END"); err != nil {
+	if err := runScript(kctx, c, pod, killScript, token, "END"); err != nil {
 		b.log.Warn("could not end a session's processes", "pod", pod.Namespace+"/"+pod.Name, "err", err)
 	}
 }
 
 // signal sends sig to the session's leader process.
-func (b *Backend) signal(ctx context.Context, cs *clients, pod *corev1.Pod, token, sig string) {
+func (b *Backend) signal(ctx context.Context, c *pods.Client, pod *corev1.Pod, token, sig string) {
 	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if err := b.runScript(sctx, cs, pod, killScript, token, sig); err != nil {
+	if err := runScript(sctx, c, pod, killScript, token, sig); err != nil {
 		b.log.Debug("signal", "signal", sig, "err", err)
 	}
 }
 
 // runScript runs sh -c script with args in pod, without stdin.
-func (b *Backend) runScript(ctx context.Context, cs *clients, pod *corev1.Pod, script string, args ...string) error {
-	opts := &corev1.PodExecOptions{
-		Container: containerName,
-		Command:   append([]string{"/bin/sh", "-c", script, "bastion"}, args...),
-		Stdout:    true,
-		Stderr:    true,
-	}
-	url := cs.cs.CoreV1().RESTClient().Post().Resource("pods").Namespace(pod.Namespace).Name(pod.Name).
-		SubResource("exec").VersionedParams(opts, scheme.ParameterCodec).URL().String()
-	ex, err := cs.executor(url)
-	if err != nil {
-		return err
-	}
+func runScript(ctx context.Context, c *pods.Client, pod *corev1.Pod, script string, args ...string) error {
 	var out limitedBuffer
-	if err := ex.StreamWithContext(ctx, remotecommand.StreamOptions{Stdout: &out, Stderr: &out}); err != nil {
+	command := append([]string{"/bin/sh", "-c", script, "bastion"}, args...)
+	if err := c.Exec(ctx, pod, command, remotecommand.StreamOptions{Stdout: &out, Stderr: &out}); err != nil {
 		return fmt.Errorf("%w (output %q)", err, out.String())
 	}
 	return nil

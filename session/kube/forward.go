@@ -7,21 +7,18 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
-	"net/http"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/httpstream"
-	"k8s.io/client-go/tools/portforward"
 
 	"github.com/bastion-ssh/bastion/auth"
 	"github.com/bastion-ssh/bastion/session"
+	"github.com/bastion-ssh/bastion/session/kube/internal/pods"
 )
 
 // InCluster reports whether host names a Service or pod in a project's
@@ -63,38 +60,38 @@ func (b *Backend) Dial(ctx context.Context, r session.Request, network, address 
 	if err != nil {
 		return nil, err
 	}
-	cs, err := b.clientsFor(cl)
+	c, err := cl.Client()
 	if err != nil {
 		return nil, err
 	}
 	ns := tg.namespace
 	if ns == "" {
-		ns = namespaceFor(cl.cfg, id)
+		ns = namespaceFor(cl.Cfg, id)
 	}
 	accounts, ok := b.allowedIn(cl, r, ns)
 	if !ok {
 		return nil, session.UserErrorf(fmt.Errorf("namespace %s is not %s's: %w", ns, r.Account.Name, session.ErrForbidden),
-			fmt.Sprintf("forwarding into namespace %s is not allowed: only your own (and your tools') namespaces in %s", ns, cl.cfg.Name))
+			fmt.Sprintf("forwarding into namespace %s is not allowed: only your own (and your tools') namespaces in %s", ns, cl.Name()))
 	}
-	pod, podPort, err := b.resolveTarget(ctx, cl, cs, tg.name, ns, uint16(port))
+	pod, podPort, err := resolveTarget(ctx, c, tg.name, ns, uint16(port))
 	if err != nil {
 		return nil, err
 	}
-	if pod.Labels[labelManagedBy] == managedBy && pod.Labels[labelComponent] == componentShell && !accounts[pod.Annotations[annoAccount]] {
-		return nil, session.UserErrorf(fmt.Errorf("pod %s/%s is the shell of %q: %w", ns, pod.Name, pod.Annotations[annoAccount], session.ErrForbidden),
+	if pod.Labels[pods.LabelManagedBy] == pods.ManagedBy && pod.Labels[pods.LabelComponent] == pods.ComponentShell && !accounts[pod.Annotations[pods.AnnoAccount]] {
+		return nil, session.UserErrorf(fmt.Errorf("pod %s/%s is the shell of %q: %w", ns, pod.Name, pod.Annotations[pods.AnnoAccount], session.ErrForbidden),
 			fmt.Sprintf("%s.%s is another account's shell; forwarding to it is not allowed", tg.name, ns))
 	}
-	return b.forward(ctx, cl, cs, pod, podPort)
+	return b.forward(ctx, c, pod, podPort)
 }
 
 // allowedIn reports whether r's account may forward into namespace ns,
 // and whose shell pods it may reach there: the account's own namespace,
 // and for a person the namespaces of the tools they maintain.
-func (b *Backend) allowedIn(cl *cluster, r session.Request, ns string) (map[string]bool, bool) {
-	id := who(r.User, r.Account, b.cfg.ToolPrefix, cl.cfg.Name)
+func (b *Backend) allowedIn(cl *pods.Cluster, r session.Request, ns string) (map[string]bool, bool) {
+	id := who(r.User, r.Account, b.cfg.ToolPrefix, cl.Name())
 	accounts := map[string]bool{}
 	ok := false
-	if namespaceFor(cl.cfg, id) == ns {
+	if namespaceFor(cl.Cfg, id) == ns {
 		accounts[r.Account.Name] = true
 		ok = true
 	}
@@ -103,7 +100,7 @@ func (b *Backend) allowedIn(cl *cluster, r session.Request, ns string) (map[stri
 			if auth.ValidName(t) != nil {
 				continue
 			}
-			if expandNamespace(cl.cfg.ToolNamespace(), cl.cfg.Name, t) == ns {
+			if expandNamespace(cl.Cfg.ToolNamespace(), cl.Name(), t) == ns {
 				accounts[b.cfg.ToolPrefix+t] = true
 				ok = true
 			}
@@ -115,30 +112,28 @@ func (b *Backend) allowedIn(cl *cluster, r session.Request, ns string) (map[stri
 // resolveTarget finds a ready pod for name in ns: a Service's ready
 // endpoint (port is the Service port, mapped to the endpoint's port), or
 // else the pod called name (port is the pod's port).
-func (b *Backend) resolveTarget(ctx context.Context, cl *cluster, cs *clients, name, ns string, port uint16) (*corev1.Pod, uint16, error) {
-	actx, cancel := context.WithTimeout(ctx, b.cfg.APITimeout)
-	defer cancel()
-	svc, err := cs.cs.CoreV1().Services(ns).Get(actx, name, metav1.GetOptions{})
+func resolveTarget(ctx context.Context, c *pods.Client, name, ns string, port uint16) (*corev1.Pod, uint16, error) {
+	svc, err := c.Service(ctx, ns, name)
 	switch {
 	case err == nil:
-		return b.serviceEndpoint(actx, cl, cs, svc, port)
+		return serviceEndpoint(ctx, c, svc, port)
 	case !apierrors.IsNotFound(err):
-		return nil, 0, apiError(cl, "get service "+ns+"/"+name, err)
+		return nil, 0, pods.APIError(c.Project(), "get service "+ns+"/"+name, err)
 	}
-	pod, err := cs.cs.CoreV1().Pods(ns).Get(actx, name, metav1.GetOptions{})
+	pod, err := c.Get(ctx, ns, name)
 	if apierrors.IsNotFound(err) {
 		return nil, 0, session.UserErrorf(err, fmt.Sprintf("there is no Service or pod %s in namespace %s", name, ns))
 	}
 	if err != nil {
-		return nil, 0, apiError(cl, "get pod "+ns+"/"+name, err)
+		return nil, 0, pods.APIError(c.Project(), "get pod "+ns+"/"+name, err)
 	}
-	if !podReady(pod) {
+	if !pods.Ready(pod) {
 		return nil, 0, session.UserErrorf(nil, fmt.Sprintf("pod %s in namespace %s is not ready", name, ns))
 	}
 	return pod, port, nil
 }
 
-func (b *Backend) serviceEndpoint(ctx context.Context, cl *cluster, cs *clients, svc *corev1.Service, port uint16) (*corev1.Pod, uint16, error) {
+func serviceEndpoint(ctx context.Context, c *pods.Client, svc *corev1.Service, port uint16) (*corev1.Pod, uint16, error) {
 	where := svc.Name + "." + svc.Namespace
 	var sp *corev1.ServicePort
 	for i := range svc.Spec.Ports {
@@ -151,18 +146,16 @@ func (b *Backend) serviceEndpoint(ctx context.Context, cl *cluster, cs *clients,
 	if sp == nil {
 		return nil, 0, session.UserErrorf(nil, fmt.Sprintf("service %s has no TCP port %d", where, port))
 	}
-	slices, err := cs.cs.DiscoveryV1().EndpointSlices(svc.Namespace).List(ctx, metav1.ListOptions{
-		LabelSelector: discoveryv1.LabelServiceName + "=" + svc.Name,
-	})
+	slices, err := c.EndpointSlices(ctx, svc)
 	if err != nil {
-		return nil, 0, apiError(cl, "list endpointslices of "+where, err)
+		return nil, 0, pods.APIError(c.Project(), "list endpointslices of "+where, err)
 	}
 	type candidate struct {
 		pod  string
 		port uint16
 	}
 	var cands []candidate
-	for _, s := range slices.Items {
+	for _, s := range slices {
 		target := uint16(0)
 		for _, p := range s.Ports {
 			if p.Port != nil && (p.Name == nil && sp.Name == "" || p.Name != nil && *p.Name == sp.Name) &&
@@ -183,17 +176,17 @@ func (b *Backend) serviceEndpoint(ctx context.Context, cl *cluster, cs *clients,
 	if len(cands) == 0 {
 		return nil, 0, session.UserErrorf(nil, fmt.Sprintf("service %s has no ready pod", where))
 	}
-	c := cands[rand.IntN(len(cands))]
-	pod, err := cs.cs.CoreV1().Pods(svc.Namespace).Get(ctx, c.pod, metav1.GetOptions{})
+	pick := cands[rand.IntN(len(cands))]
+	pod, err := c.Get(ctx, svc.Namespace, pick.pod)
 	if err != nil {
-		return nil, 0, apiError(cl, "get pod "+svc.Namespace+"/"+c.pod, err)
+		return nil, 0, pods.APIError(c.Project(), "get pod "+svc.Namespace+"/"+pick.pod, err)
 	}
-	return pod, c.port, nil
+	return pod, pick.port, nil
 }
 
 // forward opens a port-forward stream pair to pod:port; the connection
 // lives until it is closed, whatever happens to ctx afterwards.
-func (b *Backend) forward(ctx context.Context, cl *cluster, cs *clients, pod *corev1.Pod, port uint16) (net.Conn, error) {
+func (b *Backend) forward(ctx context.Context, c *pods.Client, pod *corev1.Pod, port uint16) (net.Conn, error) {
 	type result struct {
 		c   *forwardConn
 		err error
@@ -202,57 +195,35 @@ func (b *Backend) forward(ctx context.Context, cl *cluster, cs *clients, pod *co
 	b.wg.Add(1)
 	go func() {
 		defer b.wg.Done()
-		c, err := b.openForward(cs, pod, port)
+		fc, err := b.openForward(c, pod, port)
 		if err != nil && ctx.Err() == nil {
 			// A tunnel that closed as it opened: once more, on a new one.
 			b.log.Debug("port-forward failed; retrying once", "pod", pod.Namespace+"/"+pod.Name, "err", err)
-			c, err = b.openForward(cs, pod, port)
+			fc, err = b.openForward(c, pod, port)
 		}
 		select {
-		case ch <- result{c, err}:
+		case ch <- result{fc, err}:
 		case <-ctx.Done():
-			if c != nil {
-				c.Close()
+			if fc != nil {
+				fc.Close()
 			}
 		}
 	}()
 	select {
 	case res := <-ch:
 		if res.err != nil {
-			return nil, asUserError(cl, fmt.Sprintf("port-forward to %s/%s:%d", pod.Namespace, pod.Name, port), res.err)
+			return nil, pods.UserError(c.Project(), fmt.Sprintf("port-forward to %s/%s:%d", pod.Namespace, pod.Name, port), res.err)
 		}
 		return res.c, nil
 	case <-ctx.Done():
-		return nil, unavailableError(cl, fmt.Errorf("port-forward to %s/%s:%d: %w", pod.Namespace, pod.Name, port, context.Cause(ctx)))
+		return nil, pods.UnavailableError(c.Project(), fmt.Errorf("port-forward to %s/%s:%d: %w", pod.Namespace, pod.Name, port, context.Cause(ctx)))
 	}
 }
 
-func (b *Backend) openForward(cs *clients, pod *corev1.Pod, port uint16) (*forwardConn, error) {
-	url := cs.cs.CoreV1().RESTClient().Post().Resource("pods").Namespace(pod.Namespace).Name(pod.Name).
-		SubResource("portforward").URL().String()
-	d, err := cs.dialer(url)
+func (b *Backend) openForward(c *pods.Client, pod *corev1.Pod, port uint16) (*forwardConn, error) {
+	conn, data, errStream, err := c.PortForward(pod, port)
 	if err != nil {
 		return nil, err
-	}
-	conn, _, err := d.Dial(portforward.PortForwardProtocolV1Name)
-	if err != nil {
-		return nil, err
-	}
-	h := http.Header{}
-	h.Set(corev1.StreamType, corev1.StreamTypeError)
-	h.Set(corev1.PortHeader, strconv.Itoa(int(port)))
-	h.Set(corev1.PortForwardRequestIDHeader, "0")
-	errStream, err := conn.CreateStream(h)
-	if err != nil {
-		conn.Close()
-		return nil, fmt.Errorf("create error stream: %w", err)
-	}
-	_ = errStream.Close() // nothing is written to it
-	h.Set(corev1.StreamType, corev1.StreamTypeData)
-	data, err := conn.CreateStream(h)
-	if err != nil {
-		conn.Close()
-		return nil, fmt.Errorf("create data stream: %w", err)
 	}
 	fc := &forwardConn{conn: conn, data: data, errDone: make(chan struct{}),
 		addr: podAddr(fmt.Sprintf("%s/%s:%d", pod.Namespace, pod.Name, port))}

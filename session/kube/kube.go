@@ -4,56 +4,69 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/bastion-ssh/bastion/audit"
-	"github.com/bastion-ssh/bastion/ops"
 	"log/slog"
 	"maps"
 	"os"
 	"strings"
 	"sync"
 
-	"github.com/go-logr/logr"
-	"k8s.io/klog/v2"
+	corev1 "k8s.io/api/core/v1"
 
+	"github.com/bastion-ssh/bastion/audit"
+	"github.com/bastion-ssh/bastion/auth"
 	"github.com/bastion-ssh/bastion/config"
+	"github.com/bastion-ssh/bastion/ops"
 	"github.com/bastion-ssh/bastion/session"
+	"github.com/bastion-ssh/bastion/session/kube/internal/pods"
+	"github.com/bastion-ssh/bastion/session/kube/lifecycle"
+	"github.com/bastion-ssh/bastion/session/kube/shellimage"
 )
+
+var _ session.Backend = (*Backend)(nil)
+
+// Config is what a kube backend is made from.
+type Config struct {
+	Kube  config.Kube // validated
+	Log   *slog.Logger
+	Audit *audit.Log // pod.created and pod.reaped events; nil: none
+}
 
 // Backend runs each account's sessions in its shell pod in its project's
 // cluster.
 type Backend struct {
 	cfg      config.Kube
 	log      *slog.Logger
+	audit    *audit.Log
 	replica  string
-	clusters map[string]*cluster
-	order    []*cluster
+	clusters map[string]*pods.Cluster
+	order    []*pods.Cluster
 	shapes   []nsShape
 
-	ctx    context.Context // the backend's lifetime: Start to Close
+	ctx    context.Context // the backend's lifetime: New to Close
 	cancel context.CancelFunc
 
+	pods   *lifecycle.Tracker // session counts, pod watches, reaping
+	images *shellimage.Health // fallbacks and pre-flight
+
 	mu       sync.Mutex
-	tracked  map[string]*tracked
 	failures map[string]int64 // start failures by reason
 
-	audit *audit.Log // pod.created and pod.reaped events; nil: none
-
-	images shellImages // fallbacks and pre-flight (fallback.go, preflight.go)
-
-	// wg owns every goroutine the backend starts: loops, pod watches,
-	// stdin readers (which may outlive a Run) and port-forward readers.
+	// wg owns the goroutines the backend starts itself: stdin readers
+	// (which may outlive a Run), signal forwarders and port-forward
+	// readers.
 	wg sync.WaitGroup
 }
 
-// New returns a kube backend for cfg (validated) that lives until ctx ends
-// or Close is called. It loads no kubeconfig yet: a cluster that is down
-// must not stop bastion from starting. Start starts the heartbeat and the
-// sweep; a one-off command (bastion images) does without them.
-func New(ctx context.Context, cfg config.Kube, log *slog.Logger) (*Backend, error) {
-	if len(cfg.Clusters) == 0 {
+// New returns a kube backend for cfg that lives until ctx ends or Close
+// is called. It loads no kubeconfig yet: a cluster that is down must not
+// stop bastion from starting. Start starts the loops (heartbeat, sweep,
+// pre-flight); a one-off command (bastion images) does without them.
+func New(ctx context.Context, cfg Config) (*Backend, error) {
+	k := cfg.Kube
+	if len(k.Clusters) == 0 {
 		return nil, errors.New("kube: no clusters configured")
 	}
-	replica := cfg.ReplicaID
+	replica := k.ReplicaID
 	if replica == "" {
 		host, _ := os.Hostname()
 		host, _ = dnsSafe(host)
@@ -63,73 +76,66 @@ func New(ctx context.Context, cfg config.Kube, log *slog.Logger) (*Backend, erro
 		replica = strings.Trim(host+"-"+newToken()[:6], "-")
 	}
 	b := &Backend{
-		cfg:      cfg,
-		log:      log,
+		cfg:      k,
+		log:      cfg.Log,
+		audit:    cfg.Audit,
 		replica:  replica,
-		clusters: map[string]*cluster{},
-		tracked:  map[string]*tracked{},
+		clusters: map[string]*pods.Cluster{},
 		failures: map[string]int64{},
 	}
-	for _, c := range cfg.Clusters {
-		cl := newCluster(&cfg, c)
+	for _, c := range k.Clusters {
+		cl := pods.NewCluster(&b.cfg, c, b.log)
 		b.clusters[c.Name] = cl
 		b.order = append(b.order, cl)
-		b.shapes = append(b.shapes, cl.shapes...)
-		if !pinned(cl.pod.Image) {
-			log.Warn("the shell image is not pinned by digest; pin it (image@sha256:...) so that every pod runs the same, known image",
-				"project", c.Name, "image", cl.pod.Image)
+		b.shapes = append(b.shapes, shapeOf(c.ToolNamespace(), c.Name), shapeOf(c.UserNamespace(), c.Name))
+		if !config.PinnedImage(cl.Pod.Image) {
+			b.log.Warn("the shell image is not pinned by digest; pin it (image@sha256:...) so that every pod runs the same, known image",
+				"project", c.Name, "image", cl.Pod.Image)
 		}
 	}
-	routeClientGoLogs(log)
 	b.ctx, b.cancel = context.WithCancel(ctx)
+	b.pods = lifecycle.New(b.ctx, lifecycle.Config{
+		Replica:           replica,
+		Clusters:          b.order,
+		IdleTimeout:       k.IdleTimeout,
+		StartTimeout:      k.StartTimeout,
+		HeartbeatInterval: k.HeartbeatInterval,
+		SweepInterval:     k.SweepInterval,
+		Log:               b.log,
+		Audit:             b.audit,
+	})
+	b.images = shellimage.New(b.ctx, shellimage.Config{
+		Kube:     &b.cfg,
+		Clusters: b.order,
+		ShellPod: func(cl *pods.Cluster, acct auth.Account, ns string) *corev1.Pod {
+			return podSpec(cl, identity{acct: acct, short: acct.Name, project: cl.Name()}, ns)
+		},
+		UserNamespace: func(cl *pods.Cluster, account string) string {
+			return expandNamespace(cl.Cfg.UserNamespace(), cl.Name(), account)
+		},
+		Log: b.log,
+	})
 	return b, nil
 }
 
-// routeClientGoLogs sends client-go's own log lines (klog) to log at debug
-// level: they report, as errors, what is routine here (a stream closed
-// when its session ended).
-func routeClientGoLogs(log *slog.Logger) {
-	// klog's logger is process-wide and SetLogger is not safe to call
-	// concurrently (two backends made at once, as in tests).
-	klogMu.Lock()
-	defer klogMu.Unlock()
-	klog.SetLogger(logr.FromSlogHandler(debugOnly{log.With("component", "client-go").Handler()}))
-}
-
-var klogMu sync.Mutex
-
-// debugOnly logs every record at debug level.
-type debugOnly struct{ h slog.Handler }
-
-func (d debugOnly) Enabled(ctx context.Context, _ slog.Level) bool {
-	return d.h.Enabled(ctx, slog.LevelDebug)
-}
-func (d debugOnly) Handle(ctx context.Context, r slog.Record) error {
-	r.Level = slog.LevelDebug
-	return d.h.Handle(ctx, r)
-}
-func (d debugOnly) WithAttrs(a []slog.Attr) slog.Handler { return debugOnly{d.h.WithAttrs(a)} }
-func (d debugOnly) WithGroup(g string) slog.Handler      { return debugOnly{d.h.WithGroup(g)} }
-
-// Start runs the session heartbeat and the pod sweep until the backend's
-// context ends or Close is called. Call it once.
+// Start runs the session heartbeat, the pod sweep and the shell-image
+// pre-flight until the backend's context ends or Close is called. Call it
+// once.
 func (b *Backend) Start() {
 	b.log.Info("kube backend started", "replica", b.replica, "projects", len(b.order),
 		"idle_timeout", b.cfg.IdleTimeout, "sweep_interval", b.cfg.SweepInterval)
-	b.wg.Add(2)
-	go func() { defer b.wg.Done(); b.heartbeat(b.ctx) }()
-	go func() { defer b.wg.Done(); b.sweep(b.ctx) }()
+	b.pods.Start()
+	b.images.Start() // in the background: a cluster that is down does not hold up start-up
 }
 
 // Close stops the loops and waits for every goroutine the backend
 // started; the streams of finished sessions must have been closed.
 func (b *Backend) Close() {
 	b.cancel()
+	b.pods.Wait()
+	b.images.Wait()
 	b.wg.Wait()
 }
-
-// Replica is this bastion's name in the pods' session annotations.
-func (b *Backend) Replica() string { return b.replica }
 
 // StartFailures returns how often shell pods could not start, by reason
 // (ErrImagePull, Unschedulable, StartTimeout, ...).
@@ -139,15 +145,13 @@ func (b *Backend) StartFailures() map[string]int64 {
 	return maps.Clone(b.failures)
 }
 
-// SetAudit makes the backend write pod.created and pod.reaped audit
-// events; call it before Start.
-func (b *Backend) SetAudit(a *audit.Log) { b.audit = a }
-
-func (b *Backend) countStartFailure(cl *cluster, reason string) {
+func (b *Backend) countStartFailure(project, reason string) int64 {
 	b.mu.Lock()
 	b.failures[reason]++
+	n := b.failures[reason]
 	b.mu.Unlock()
-	ops.PodStartFailures.WithLabelValues(cl.cfg.Name, reason).Inc()
+	ops.PodStartFailures.WithLabelValues(project, reason).Inc()
+	return n
 }
 
 // Ping reports whether at least one cluster's API server answers;
@@ -155,26 +159,40 @@ func (b *Backend) countStartFailure(cl *cluster, reason string) {
 func (b *Backend) Ping(ctx context.Context) error {
 	var errs []error
 	for _, cl := range b.order {
-		cs, _, err := cl.clients()
+		c, err := cl.Current()
 		if err == nil {
-			_, err = cs.cs.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
+			err = c.Ping(ctx)
 		}
 		if err == nil {
 			return nil
 		}
-		errs = append(errs, fmt.Errorf("cluster %s: %w", cl.cfg.Name, err))
+		errs = append(errs, fmt.Errorf("cluster %s: %w", cl.Name(), err))
 	}
 	return errors.Join(errs...)
 }
 
-func (b *Backend) startFailures(reason string) int64 {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.failures[reason]
+// CheckImages runs a pre-flight probe of every shell image of every
+// cluster and returns the results in config order, recording nothing
+// (bastion check-config --preflight).
+func (b *Backend) CheckImages(ctx context.Context) []shellimage.ProbeResult {
+	return b.images.Check(ctx)
 }
 
+// Inventory lists every cluster's shell images (bastion images).
+func (b *Backend) Inventory(ctx context.Context) []shellimage.ClusterImages {
+	return b.images.Inventory(ctx)
+}
+
+// ImagesReady is the readiness check of the shell images
+// (shellimage.Health.Ready).
+func (b *Backend) ImagesReady(ctx context.Context) error { return b.images.Ready(ctx) }
+
+// Recheck runs pre-flight again for every cluster soon (a config
+// reload); it does not wait.
+func (b *Backend) Recheck(why string) { b.images.Recheck(why) }
+
 // resolve chooses r's project cluster and classifies its account.
-func (b *Backend) resolve(r session.Request) (*cluster, identity, error) {
+func (b *Backend) resolve(r session.Request) (*pods.Cluster, identity, error) {
 	project, ok := projectOf(&b.cfg, r.User)
 	if !ok {
 		name := r.Account.Name
@@ -196,40 +214,25 @@ func (b *Backend) resolve(r session.Request) (*cluster, identity, error) {
 	return cl, id, nil
 }
 
-// clientsFor returns cl's current clients, logging a kubeconfig reload.
-func (b *Backend) clientsFor(cl *cluster) (*clients, error) {
-	cs, reloaded, err := cl.clients()
-	if err != nil && cs == nil {
-		return nil, unavailableError(cl, err)
-	}
-	if err != nil {
-		b.log.Warn("kubeconfig changed but cannot be loaded; keeping the previous one", "project", cl.cfg.Name, "err", err)
-	}
-	if reloaded {
-		b.log.Info("kubeconfig reloaded", "project", cl.cfg.Name, "file", cl.cfg.Kubeconfig)
-	}
-	return cs, nil
-}
-
 // Run runs r in the account's shell pod, creating the pod if needed.
 func (b *Backend) Run(ctx context.Context, r session.Request) (session.ExitStatus, error) {
 	cl, id, err := b.resolve(r)
 	if err != nil {
 		return session.ExitStatus{}, err
 	}
-	cs, err := b.clientsFor(cl)
+	c, err := cl.Client()
 	if err != nil {
 		return session.ExitStatus{}, err
 	}
-	ns := namespaceFor(cl.cfg, id)
+	ns := namespaceFor(cl.Cfg, id)
 	var prog *progress
 	if r.TTY != nil {
-		prog = newProgress(r.Stdout, cl.cfg.Name)
+		prog = newProgress(r.Stdout, cl.Name())
 	}
-	pod, t, inst, err := b.acquire(ctx, cl, cs, id, ns, prog, noticeTo(r))
+	pod, u, inst, err := b.acquire(ctx, c, id, ns, prog, noticeTo(r))
 	if err != nil {
 		return session.ExitStatus{}, err
 	}
-	defer b.untrack(t)
-	return b.execIn(ctx, cl, cs, pod, inst, r)
+	defer b.pods.Untrack(u)
+	return b.execIn(ctx, c, pod, inst, r)
 }

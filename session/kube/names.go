@@ -10,35 +10,6 @@ import (
 	"github.com/bastion-ssh/bastion/config"
 )
 
-// Labels and annotations on everything bastion creates.
-const (
-	labelManagedBy = "app.kubernetes.io/managed-by"
-	managedBy      = "bastion"
-	labelComponent = "app.kubernetes.io/component"
-	componentShell = "shell"
-	labelProject   = "bastion.io/project"
-	// labelAccount is the account's short name made a valid label value
-	// (for people reading kubectl output); labelAccountHash identifies the
-	// exact account name.
-	labelAccount     = "bastion.io/account"
-	labelAccountHash = "bastion.io/account-hash"
-
-	// annoAccount and annoUID say exactly whose pod it is.
-	annoAccount  = "bastion.io/account"
-	annoUID      = "bastion.io/uid"
-	annoSpecHash = "bastion.io/spec-hash"
-	annoPasswd   = "bastion.io/passwd"
-	annoGroup    = "bastion.io/group"
-	// annoSessionsPrefix + replica ID holds that replica's open sessions
-	// in the pod and when it last said so (see heartbeat.go).
-	annoSessionsPrefix = "sessions.bastion.io/"
-
-	// shellSelector selects every shell pod bastion made.
-	shellSelector = labelManagedBy + "=" + managedBy + "," + labelComponent + "=" + componentShell
-
-	containerName = "shell"
-)
-
 // maxName is the longest pod or namespace name bastion makes (a DNS
 // label, so the pod's host name is its name).
 const maxName = 63

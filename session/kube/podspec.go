@@ -4,16 +4,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
-	"net/url"
-	"sort"
 	"strconv"
-	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/bastion-ssh/bastion/config"
+	"github.com/bastion-ssh/bastion/session/kube/internal/pods"
 )
 
 // sleeper is the shell container's main process: it does nothing, reaps
@@ -24,23 +22,23 @@ const sleeper = `trap 'exit 0' TERM INT HUP; while :; do sleep 30 & wait $!; don
 
 // podSpec is acct's shell pod in cluster c, namespace ns, without the
 // session annotation. The spec hash annotation covers everything else.
-func podSpec(c *cluster, id identity, ns string) *corev1.Pod {
-	p := c.pod
+func podSpec(c *pods.Cluster, id identity, ns string) *corev1.Pod {
+	p := c.Pod
 	acct := id.acct
-	name := podName(c.cfg.Name, acct.Name)
+	name := podName(c.Cfg.Name, acct.Name)
 	labels := map[string]string{}
 	maps.Copy(labels, p.Labels)
 	maps.Copy(labels, map[string]string{
-		labelManagedBy:   managedBy,
-		labelComponent:   componentShell,
-		labelProject:     c.cfg.Name,
-		labelAccount:     labelValue(acct.Name),
-		labelAccountHash: hashOf(acct.Name, 16),
+		pods.LabelManagedBy:   pods.ManagedBy,
+		pods.LabelComponent:   pods.ComponentShell,
+		pods.LabelProject:     c.Cfg.Name,
+		pods.LabelAccount:     labelValue(acct.Name),
+		pods.LabelAccountHash: hashOf(acct.Name, 16),
 	})
 	annotations := map[string]string{}
 	maps.Copy(annotations, p.Annotations)
-	annotations[annoAccount] = acct.Name
-	annotations[annoUID] = strconv.Itoa(acct.UID)
+	annotations[pods.AnnoAccount] = acct.Name
+	annotations[pods.AnnoUID] = strconv.Itoa(acct.UID)
 
 	shell := acct.Shell
 	if shell == "" {
@@ -60,7 +58,7 @@ func podSpec(c *cluster, id identity, ns string) *corev1.Pod {
 	readOnly := p.ReadOnlyRootFilesystem != nil && *p.ReadOnlyRootFilesystem
 
 	container := corev1.Container{
-		Name:            containerName,
+		Name:            pods.Container,
 		Image:           p.Image,
 		ImagePullPolicy: corev1.PullPolicy(p.ImagePullPolicy),
 		Command:         []string{"/bin/sh", "-c", sleeper},
@@ -97,15 +95,15 @@ func podSpec(c *cluster, id identity, ns string) *corev1.Pod {
 	}
 
 	if p.Passwd == nil || *p.Passwd {
-		annotations[annoPasswd] = fmt.Sprintf("root:x:0:0:root:/root:/bin/sh\n%s:x:%d:%d::%s:%s\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+		annotations[pods.AnnoPasswd] = fmt.Sprintf("root:x:0:0:root:/root:/bin/sh\n%s:x:%d:%d::%s:%s\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
 			acct.Name, acct.UID, acct.GID, acct.Home, shell)
-		annotations[annoGroup] = fmt.Sprintf("root:x:0:\n%s:x:%d:\nnogroup:x:65534:\n", acct.Name, acct.GID)
+		annotations[pods.AnnoGroup] = fmt.Sprintf("root:x:0:\n%s:x:%d:\nnogroup:x:65534:\n", acct.Name, acct.GID)
 		mode := int32(0o444)
 		volumes = append(volumes, corev1.Volume{Name: "nss", VolumeSource: corev1.VolumeSource{DownwardAPI: &corev1.DownwardAPIVolumeSource{
 			DefaultMode: &mode,
 			Items: []corev1.DownwardAPIVolumeFile{
-				{Path: "passwd", FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.annotations['" + annoPasswd + "']"}},
-				{Path: "group", FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.annotations['" + annoGroup + "']"}},
+				{Path: "passwd", FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.annotations['" + pods.AnnoPasswd + "']"}},
+				{Path: "group", FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.annotations['" + pods.AnnoGroup + "']"}},
 			},
 		}}})
 		container.VolumeMounts = append(container.VolumeMounts,
@@ -147,7 +145,7 @@ func podSpec(c *cluster, id identity, ns string) *corev1.Pod {
 			Tolerations:       tolerations,
 		},
 	}
-	pod.Annotations[annoSpecHash] = specHash(pod)
+	pod.Annotations[pods.AnnoSpecHash] = specHash(pod)
 	return pod
 }
 
@@ -191,25 +189,4 @@ func homeVolume(h config.KubeHome, id identity) (corev1.VolumeSource, bool) {
 		return corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: expandPath(h.Path, id), Type: &dir}}, true
 	}
 	return corev1.VolumeSource{}, false
-}
-
-// pinned reports whether an image reference names a digest.
-func pinned(image string) bool { return strings.Contains(image, "@sha256:") }
-
-func parseURL(s string) (*url.URL, error) {
-	u, err := url.Parse(s)
-	if err != nil {
-		return nil, fmt.Errorf("parse %q: %w", s, err)
-	}
-	return u, nil
-}
-
-// sortedKeys is for stable logs.
-func sortedKeys[M ~map[string]V, V any](m M) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

@@ -1,4 +1,4 @@
-package kube
+package shellimage
 
 import (
 	"context"
@@ -12,32 +12,14 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
 
 	"github.com/bastion-ssh/bastion/auth"
 	"github.com/bastion-ssh/bastion/ops"
+	"github.com/bastion-ssh/bastion/session/kube/internal/pods"
 )
 
-// Pre-flight.
-//
-// For each cluster and each of its shell images (primary and fallbacks),
-// a probe pod is made from the shell pod's spec (same image, security
-// context, resources, scheduling) with a trivial command ("exit 0"),
-// watched until its container has run or it cannot start, for at most
-// kube.preflight.timeout, and deleted. A probe pod that is never
-// scheduled is a failure when the timeout ends, with the scheduler's
-// reason. The results set bastion_preflight_ok, are logged, mark the
-// images that cannot be pulled as unavailable for new pods (fallback.go)
-// and clear the mark once an image works again, and feed readiness.
-//
-// The loop runs pre-flight at start (in the background: a cluster that is
-// down must not hold up start-up), on Recheck (a config reload), when a
-// session finds an image unavailable, and every retry interval while a
-// cluster has a failing image or could not be asked.
-
 const (
-	componentPreflight = "preflight"
 	// probeAccount names the probe pods' account (the namespace template
 	// when kube.preflight.namespace is empty); probeUID is its uid.
 	probeAccount = "bastion-preflight"
@@ -82,15 +64,15 @@ func (r ProbeResult) String() string {
 	return "FAILED: " + r.Reason + ": " + r.Message
 }
 
-// CheckImages runs a probe for every shell image of every cluster, the
+// Check runs a probe for every shell image of every cluster, the
 // clusters and images at once, and returns the results in config order.
-// It records nothing (see StartImageChecks): bastion check-config
-// --preflight uses it as it is.
-func (b *Backend) CheckImages(ctx context.Context) []ProbeResult {
-	per := make([][]ProbeResult, len(b.order))
+// It records nothing (see Start): bastion check-config --preflight uses it
+// as it is.
+func (h *Health) Check(ctx context.Context) []ProbeResult {
+	per := make([][]ProbeResult, len(h.cfg.Clusters))
 	var wg sync.WaitGroup
-	for i, cl := range b.order {
-		wg.Go(func() { per[i] = b.checkCluster(ctx, cl) })
+	for i, cl := range h.cfg.Clusters {
+		wg.Go(func() { per[i] = h.checkCluster(ctx, cl) })
 	}
 	wg.Wait()
 	var out []ProbeResult
@@ -101,24 +83,24 @@ func (b *Backend) CheckImages(ctx context.Context) []ProbeResult {
 }
 
 // checkCluster probes each of cl's images at once.
-func (b *Backend) checkCluster(ctx context.Context, cl *cluster) []ProbeResult {
-	images := b.imagesOf(cl)
+func (h *Health) checkCluster(ctx context.Context, cl *pods.Cluster) []ProbeResult {
+	images := h.Images(cl)
 	start := time.Now()
 	all := func(reason, msg string) []ProbeResult {
 		out := make([]ProbeResult, len(images))
 		for i, img := range images {
-			out[i] = ProbeResult{Cluster: cl.cfg.Name, Image: img, Reason: reason, Message: msg, At: start, Took: time.Since(start)}
+			out[i] = ProbeResult{Cluster: cl.Name(), Image: img, Reason: reason, Message: msg, At: start, Took: time.Since(start)}
 		}
 		return out
 	}
-	cs, err := b.clientsFor(cl)
+	c, err := cl.Client()
 	if err != nil {
 		return all(ReasonClusterUnavailable, "the cluster cannot be reached: "+err.Error())
 	}
-	ns := b.preflightNamespace(cl)
-	if cl.cfg.CreateNamespaces() {
-		if err := b.ensureNamespace(ctx, cl, cs, ns); err != nil {
-			if unavailable(err) {
+	ns := h.namespace(cl)
+	if cl.Cfg.CreateNamespaces() {
+		if err := c.EnsureNamespace(ctx, ns, h.cfg.Kube.StartTimeout); err != nil {
+			if pods.Unavailable(err) {
 				return all(ReasonClusterUnavailable, "the cluster's API server is unavailable: "+err.Error())
 			}
 			return all(ReasonRefused, err.Error())
@@ -127,33 +109,33 @@ func (b *Backend) checkCluster(ctx context.Context, cl *cluster) []ProbeResult {
 	out := make([]ProbeResult, len(images))
 	var wg sync.WaitGroup
 	for i, img := range images {
-		wg.Go(func() { out[i] = b.probe(ctx, cl, cs, ns, img) })
+		wg.Go(func() { out[i] = h.probe(ctx, c, ns, img) })
 	}
 	wg.Wait()
 	if !slices.ContainsFunc(out, func(r ProbeResult) bool { return r.Reason == ReasonClusterUnavailable }) {
-		b.sweepProbes(ctx, cl, cs, ns)
+		h.sweepProbes(ctx, c, ns)
 	}
 	return out
 }
 
-// preflightNamespace is where cl's probe pods run.
-func (b *Backend) preflightNamespace(cl *cluster) string {
-	if t := b.cfg.Preflight.Namespace; t != "" {
-		return strings.ReplaceAll(t, "{project}", cl.cfg.Name)
+// namespace is where cl's probe pods run.
+func (h *Health) namespace(cl *pods.Cluster) string {
+	if t := h.cfg.Kube.Preflight.Namespace; t != "" {
+		return strings.ReplaceAll(t, "{project}", cl.Name())
 	}
-	return expandNamespace(cl.cfg.UserNamespace(), cl.cfg.Name, probeAccount)
+	return h.cfg.UserNamespace(cl, probeAccount)
 }
 
 // probePod is cl's shell pod spec turned into a probe of image.
-func probePod(cl *cluster, ns, image string, timeout time.Duration) *corev1.Pod {
-	id := identity{acct: auth.Account{Name: probeAccount, UID: probeUID, GID: probeUID, Shell: "/bin/sh"}, short: probeAccount, project: cl.cfg.Name}
-	pod := podSpec(cl, id, ns)
+func (h *Health) probePod(cl *pods.Cluster, ns, image string) *corev1.Pod {
+	timeout := h.cfg.Kube.Preflight.Timeout
+	pod := h.cfg.ShellPod(cl, auth.Account{Name: probeAccount, UID: probeUID, GID: probeUID, Shell: "/bin/sh"}, ns)
 	pod.Name, pod.GenerateName = "", probeAccount+"-"
-	for _, k := range []string{labelAccount, labelAccountHash} {
+	for _, k := range []string{pods.LabelAccount, pods.LabelAccountHash} {
 		delete(pod.Labels, k)
 	}
-	pod.Labels[labelComponent] = componentPreflight
-	delete(pod.Annotations, annoSpecHash)
+	pod.Labels[pods.LabelComponent] = pods.ComponentPreflight
+	delete(pod.Annotations, pods.AnnoSpecHash)
 	c := &pod.Spec.Containers[0]
 	c.Image = image
 	c.Command = []string{"/bin/sh", "-c", probeCommand}
@@ -167,31 +149,29 @@ func probePod(cl *cluster, ns, image string, timeout time.Duration) *corev1.Pod 
 }
 
 // probe runs one probe pod of image in namespace ns.
-func (b *Backend) probe(ctx context.Context, cl *cluster, cs *clients, ns, image string) ProbeResult {
-	timeout := b.cfg.Preflight.Timeout
-	res := ProbeResult{Cluster: cl.cfg.Name, Image: image, At: time.Now()}
+func (h *Health) probe(ctx context.Context, c *pods.Client, ns, image string) ProbeResult {
+	timeout := h.cfg.Kube.Preflight.Timeout
+	res := ProbeResult{Cluster: c.Project(), Image: image, At: time.Now()}
 	finish := func(ok bool, reason, msg string) ProbeResult {
 		res.OK, res.Reason, res.Message, res.Took = ok, reason, msg, time.Since(res.At)
 		return res
 	}
-	cctx, cancel := context.WithTimeout(ctx, b.cfg.APITimeout)
-	created, err := cs.cs.CoreV1().Pods(ns).Create(cctx, probePod(cl, ns, image, timeout), metav1.CreateOptions{FieldManager: "bastion"})
-	cancel()
+	created, err := c.Create(ctx, h.probePod(c.Cluster(), ns, image))
 	switch {
-	case err != nil && unavailable(err):
+	case err != nil && pods.Unavailable(err):
 		return finish(false, ReasonClusterUnavailable, "the cluster's API server is unavailable: "+err.Error())
 	case apierrors.IsNotFound(err):
 		return finish(false, ReasonRefused, fmt.Sprintf("namespace %s does not exist: create it, or set kube.preflight.namespace", ns))
 	case err != nil:
 		return finish(false, ReasonRefused, "the API server refused the probe pod: "+err.Error())
 	}
-	defer b.deleteProbe(ctx, cs, created)
+	defer h.deleteProbe(ctx, c, created)
 
 	wctx, cancel := context.WithTimeoutCause(ctx, timeout, errProbeTimeout)
 	defer cancel()
 	last := created
 	var verdict *ProbeResult
-	err = watchPod(wctx, cs, ns, created.Name, created.ResourceVersion, func(ev watch.Event) (bool, error) {
+	err = c.Watch(wctx, ns, created.Name, created.ResourceVersion, func(ev watch.Event) (bool, error) {
 		if ev.Type == watch.Deleted {
 			return false, errors.New("the probe pod was deleted by someone else")
 		}
@@ -216,7 +196,7 @@ func (b *Backend) probe(ctx context.Context, cl *cluster, cs *clients, ns, image
 		return finish(false, reason, msg)
 	case ctx.Err() != nil:
 		return finish(false, ReasonTimeout, "pre-flight was stopped: "+context.Cause(ctx).Error())
-	case unavailable(err):
+	case pods.Unavailable(err):
 		return finish(false, ReasonClusterUnavailable, "the cluster's API server is unavailable: "+err.Error())
 	default:
 		return finish(false, ReasonRefused, fmt.Sprintf("watch the probe pod: %v", err))
@@ -238,16 +218,12 @@ func probeVerdict(p *corev1.Pod) (done, ok bool, reason, msg string) {
 			}
 			return true, false, ReasonExited, fmt.Sprintf("the probe command (%s) exited with code %d (%s)", probeCommand, t.ExitCode, t.Reason)
 		}
-		if w := st.State.Waiting; w != nil {
-			switch w.Reason {
-			case "ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName",
-				"CreateContainerConfigError", "CreateContainerError", "RunContainerError", "CrashLoopBackOff":
-				m := w.Message
-				if m == "" {
-					m = "the container cannot start"
-				}
-				return true, false, w.Reason, m
+		if w := st.State.Waiting; w != nil && pods.Waiting(w.Reason) != pods.NotStuck {
+			m := w.Message
+			if m == "" {
+				m = "the container cannot start"
 			}
+			return true, false, w.Reason, m
 		}
 	}
 	switch p.Status.Phase {
@@ -292,85 +268,73 @@ func probeDigest(p *corev1.Pod) string {
 }
 
 // deleteProbe deletes a probe pod at once, even when ctx has ended.
-func (b *Backend) deleteProbe(ctx context.Context, cs *clients, pod *corev1.Pod) {
-	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.cfg.APITimeout)
-	defer cancel()
-	zero := int64(0)
-	uid := pod.UID
-	err := cs.cs.CoreV1().Pods(pod.Namespace).Delete(dctx, pod.Name, metav1.DeleteOptions{
-		GracePeriodSeconds: &zero, Preconditions: &metav1.Preconditions{UID: &uid},
-	})
-	if err != nil && !apierrors.IsNotFound(err) {
-		b.log.Warn("pre-flight: cannot delete the probe pod; the next pre-flight will", "pod", pod.Namespace+"/"+pod.Name, "err", err)
+func (h *Health) deleteProbe(ctx context.Context, c *pods.Client, pod *corev1.Pod) {
+	if err := c.Delete(ctx, pod, pods.Now); err != nil {
+		h.cfg.Log.Warn("pre-flight: cannot delete the probe pod; the next pre-flight will", "pod", pod.Namespace+"/"+pod.Name, "err", err)
 	}
 }
 
 // sweepProbes deletes probe pods of cl in ns left by a bastion that died
 // while probing (older than a probe can live).
-func (b *Backend) sweepProbes(ctx context.Context, cl *cluster, cs *clients, ns string) {
-	lctx, cancel := context.WithTimeout(ctx, b.cfg.APITimeout)
-	defer cancel()
-	list, err := cs.cs.CoreV1().Pods(ns).List(lctx, metav1.ListOptions{
-		LabelSelector: labelManagedBy + "=" + managedBy + "," + labelComponent + "=" + componentPreflight + "," + labelProject + "=" + cl.cfg.Name,
-	})
+func (h *Health) sweepProbes(ctx context.Context, c *pods.Client, ns string) {
+	list, err := c.List(ctx, ns, pods.LabelManagedBy+"="+pods.ManagedBy+","+pods.LabelComponent+"="+pods.ComponentPreflight+","+pods.LabelProject+"="+c.Project())
 	if err != nil {
 		return
 	}
-	old := 2 * (b.cfg.Preflight.Timeout + b.cfg.APITimeout)
-	for i := range list.Items {
-		if p := &list.Items[i]; time.Since(p.CreationTimestamp.Time) > old {
-			b.deleteProbe(ctx, cs, p)
+	old := 2 * (h.cfg.Kube.Preflight.Timeout + h.cfg.Kube.APITimeout)
+	for i := range list {
+		if p := &list[i]; time.Since(p.CreationTimestamp.Time) > old {
+			h.deleteProbe(ctx, c, p)
 		}
 	}
 }
 
-// StartImageChecks warns about fallback images given by tag, then runs
-// the pre-flight loop and keeps the shell-image gauge up to date until
-// the backend closes. Call it once, after Start.
-func (b *Backend) StartImageChecks() {
-	for _, w := range b.cfg.FallbackWarnings() {
-		b.log.Warn("fallback shell image is not pinned by digest", "problem", w)
+// Start warns about fallback images given by tag, then runs the
+// pre-flight loop and keeps the shell-image gauge up to date until the
+// context ends. Call it once.
+func (h *Health) Start() {
+	for _, w := range h.cfg.Kube.FallbackWarnings() {
+		h.cfg.Log.Warn("fallback shell image is not pinned by digest", "problem", w)
 	}
-	b.images.mu.Lock()
-	b.images.running = true
-	b.images.mu.Unlock()
-	b.images.request("", "start")
-	ctx := b.ctx
-	b.wg.Go(func() { b.imageLoop(ctx) })
+	h.mu.Lock()
+	h.running = true
+	h.mu.Unlock()
+	h.request("", "start")
+	h.wg.Go(func() { h.loop(h.ctx) })
 }
+
+// Wait waits for the pre-flight loop; the context must have ended.
+func (h *Health) Wait() { h.wg.Wait() }
 
 // Recheck runs pre-flight again for every cluster soon (a config
 // reload); it does not wait.
-func (b *Backend) Recheck(why string) { b.images.request("", why) }
+func (h *Health) Recheck(why string) { h.request("", why) }
 
-func (b *Backend) imageLoop(ctx context.Context) {
-	gauge := time.NewTicker(b.cfg.SweepInterval)
+func (h *Health) loop(ctx context.Context) {
+	gauge := time.NewTicker(h.cfg.Kube.SweepInterval)
 	defer gauge.Stop()
 	var retry <-chan time.Time
-	if d := b.cfg.Preflight.RetryInterval; d > 0 {
+	if d := h.cfg.Kube.Preflight.RetryInterval; d > 0 {
 		t := time.NewTicker(d)
 		defer t.Stop()
 		retry = t.C
 	}
-	b.images.mu.Lock()
-	kick := b.images.kickLocked()
-	b.images.mu.Unlock()
 	for {
-		if pending := b.images.takePending(); len(pending) > 0 {
-			b.preflight(ctx, pending)
-			b.updateImageGauge(ctx)
+		if pending := h.takePending(); len(pending) > 0 {
+			h.preflight(ctx, pending)
+			h.updateGauge(ctx)
 			continue
 		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-kick:
+		case <-h.kick:
 		case <-gauge.C:
-			b.updateImageGauge(ctx)
+			h.updateGauge(ctx)
 		case <-retry:
-			for _, cl := range b.order {
-				if b.needsRetry(cl) {
-					b.images.request(cl.cfg.Name, "retry: an image failed or the cluster could not be asked")
+			for _, cl := range h.cfg.Clusters {
+				if h.needsRetry(cl) {
+					h.request(cl.Name(), "retry: an image failed or the cluster could not be asked")
 				}
 			}
 		}
@@ -379,10 +343,10 @@ func (b *Backend) imageLoop(ctx context.Context) {
 
 // preflight runs and records the pre-flight of the pending clusters ("":
 // all) at once.
-func (b *Backend) preflight(ctx context.Context, pending map[string]string) {
+func (h *Health) preflight(ctx context.Context, pending map[string]string) {
 	var wg sync.WaitGroup
-	for _, cl := range b.order {
-		why, ok := pending[cl.cfg.Name]
+	for _, cl := range h.cfg.Clusters {
+		why, ok := pending[cl.Name()]
 		if all, ok2 := pending[""]; ok2 {
 			why, ok = all, true
 		}
@@ -390,22 +354,22 @@ func (b *Backend) preflight(ctx context.Context, pending map[string]string) {
 			continue
 		}
 		wg.Go(func() {
-			b.log.Debug("pre-flight", "project", cl.cfg.Name, "trigger", why)
-			b.recordProbes(cl, b.checkCluster(ctx, cl))
+			h.cfg.Log.Debug("pre-flight", "project", cl.Name(), "trigger", why)
+			h.record(cl, h.checkCluster(ctx, cl))
 		})
 	}
 	wg.Wait()
 }
 
-// recordProbes applies one cluster's results: the metric, the log, the
+// record applies one cluster's results: the metric, the log, the
 // unavailable marks.
-func (b *Backend) recordProbes(cl *cluster, results []ProbeResult) {
+func (h *Health) record(cl *pods.Cluster, results []ProbeResult) {
 	if len(results) == 0 {
 		return
 	}
-	primary := b.imagesOf(cl)[0]
-	b.images.mu.Lock()
-	st := b.images.stateOf(cl.cfg.Name)
+	primary := h.Images(cl)[0]
+	h.mu.Lock()
+	st := h.stateOf(cl.Name())
 	var back []string
 	for _, r := range results {
 		st.probes[r.Image] = r
@@ -414,7 +378,7 @@ func (b *Backend) recordProbes(cl *cluster, results []ProbeResult) {
 		case r.OK && marked && r.At.After(mark.at):
 			delete(st.bad, r.Image)
 			back = append(back, r.Image)
-		case !r.OK && slices.Contains(pullFailures, r.Reason):
+		case !r.OK && pods.Waiting(r.Reason) == pods.PullFailed:
 			st.bad[r.Image] = badMark{at: r.At, reason: r.Reason}
 		}
 	}
@@ -425,7 +389,7 @@ func (b *Backend) recordProbes(cl *cluster, results []ProbeResult) {
 			break
 		}
 	}
-	b.images.mu.Unlock()
+	h.mu.Unlock()
 
 	for _, r := range results {
 		v := 0.0
@@ -438,7 +402,7 @@ func (b *Backend) recordProbes(cl *cluster, results []ProbeResult) {
 			role = "primary"
 		}
 		if r.OK {
-			b.log.Info("pre-flight ok", "project", r.Cluster, "image", r.Image, "role", role,
+			h.cfg.Log.Info("pre-flight ok", "project", r.Cluster, "image", r.Image, "role", role,
 				"took", r.Took.Round(time.Millisecond), "digest", r.Digest)
 			continue
 		}
@@ -450,19 +414,19 @@ func (b *Backend) recordProbes(cl *cluster, results []ProbeResult) {
 		case working == "" && r.Reason != ReasonClusterUnavailable:
 			attrs = append(attrs, "new_pods_use", "none: no image of this cluster starts")
 		}
-		b.log.Error("pre-flight failed", attrs...)
+		h.cfg.Log.Error("pre-flight failed", attrs...)
 	}
 	for _, img := range back {
-		b.log.Info("shell image works again; new pods use it", "project", cl.cfg.Name, "image", img, "primary", img == primary)
+		h.cfg.Log.Info("shell image works again; new pods use it", "project", cl.Name(), "image", img, "primary", img == primary)
 	}
 }
 
 // needsRetry: cl has an image whose last probe failed, or was not probed.
-func (b *Backend) needsRetry(cl *cluster) bool {
-	b.images.mu.Lock()
-	defer b.images.mu.Unlock()
-	st := b.images.stateOf(cl.cfg.Name)
-	for _, img := range b.imagesOf(cl) {
+func (h *Health) needsRetry(cl *pods.Cluster) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	st := h.stateOf(cl.Name())
+	for _, img := range h.Images(cl) {
 		if r, ok := st.probes[img]; !ok || !r.OK {
 			return true
 		}
@@ -470,20 +434,20 @@ func (b *Backend) needsRetry(cl *cluster) bool {
 	return len(st.bad) > 0
 }
 
-// ImagesReady is the readiness check of the shell images: it fails only
+// Ready is the readiness check of the shell images: it fails only
 // when no cluster can start any of its images (every image's last probe
 // failed while the cluster answered). A failing primary with a working
 // fallback, a cluster not checked yet and a cluster that is down (the
 // backend's own check covers those) keep this replica ready.
-func (b *Backend) ImagesReady(context.Context) error {
-	b.images.mu.Lock()
-	defer b.images.mu.Unlock()
+func (h *Health) Ready(context.Context) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
 	var problems []string
-	for _, cl := range b.order {
-		st := b.images.stateOf(cl.cfg.Name)
+	for _, cl := range h.cfg.Clusters {
+		st := h.stateOf(cl.Name())
 		var why []string
 		serving := false
-		for _, img := range b.imagesOf(cl) {
+		for _, img := range h.Images(cl) {
 			r, ok := st.probes[img]
 			if !ok || r.OK || r.Reason == ReasonClusterUnavailable {
 				serving = true
@@ -494,7 +458,7 @@ func (b *Backend) ImagesReady(context.Context) error {
 		if serving {
 			return nil
 		}
-		problems = append(problems, fmt.Sprintf("%s (%s)", cl.cfg.Name, strings.Join(why, ", ")))
+		problems = append(problems, fmt.Sprintf("%s (%s)", cl.Name(), strings.Join(why, ", ")))
 	}
 	if len(problems) == 0 {
 		return nil
@@ -504,13 +468,13 @@ func (b *Backend) ImagesReady(context.Context) error {
 
 // Probes returns the last pre-flight result of each image of each
 // cluster, in config order (images never probed are left out).
-func (b *Backend) Probes() []ProbeResult {
-	b.images.mu.Lock()
-	defer b.images.mu.Unlock()
+func (h *Health) Probes() []ProbeResult {
+	h.mu.Lock()
+	defer h.mu.Unlock()
 	var out []ProbeResult
-	for _, cl := range b.order {
-		st := b.images.stateOf(cl.cfg.Name)
-		for _, img := range b.imagesOf(cl) {
+	for _, cl := range h.cfg.Clusters {
+		st := h.stateOf(cl.Name())
+		for _, img := range h.Images(cl) {
 			if r, ok := st.probes[img]; ok {
 				out = append(out, r)
 			}

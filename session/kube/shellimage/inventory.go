@@ -1,4 +1,4 @@
-package kube
+package shellimage
 
 import (
 	"context"
@@ -9,16 +9,10 @@ import (
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/bastion-ssh/bastion/ops"
+	"github.com/bastion-ssh/bastion/session/kube/internal/pods"
 )
-
-// The inventory of shell images in use: per cluster, every image the
-// config names (primary and fallbacks) and every image a live shell pod
-// runs, each resolved to the digest the pods' status reports, with the
-// number of pods. It answers "which digests must the registry keep"
-// (bastion images) and feeds bastion_shell_image_pods.
 
 // ImageUse is one shell image of a cluster, at one digest.
 type ImageUse struct {
@@ -45,43 +39,36 @@ type ClusterImages struct {
 
 // Inventory lists every cluster's shell images, the clusters at once, in
 // config order.
-func (b *Backend) Inventory(ctx context.Context) []ClusterImages {
-	out := make([]ClusterImages, len(b.order))
+func (h *Health) Inventory(ctx context.Context) []ClusterImages {
+	out := make([]ClusterImages, len(h.cfg.Clusters))
 	var wg sync.WaitGroup
-	for i, cl := range b.order {
-		wg.Go(func() { out[i] = b.clusterInventory(ctx, cl) })
+	for i, cl := range h.cfg.Clusters {
+		wg.Go(func() { out[i] = h.clusterInventory(ctx, cl) })
 	}
 	wg.Wait()
 	return out
 }
 
-func (b *Backend) clusterInventory(ctx context.Context, cl *cluster) ClusterImages {
-	inv := ClusterImages{Cluster: cl.cfg.Name}
-	var pods []corev1.Pod
-	cs, err := b.clientsFor(cl)
+func (h *Health) clusterInventory(ctx context.Context, cl *pods.Cluster) ClusterImages {
+	inv := ClusterImages{Cluster: cl.Name()}
+	var live []corev1.Pod
+	c, err := cl.Client()
 	if err == nil {
-		lctx, cancel := context.WithTimeout(ctx, b.cfg.APITimeout)
-		var list *corev1.PodList
-		list, err = cs.cs.CoreV1().Pods("").List(lctx, metav1.ListOptions{
-			LabelSelector: shellSelector + "," + labelProject + "=" + cl.cfg.Name,
-		})
-		cancel()
-		if err == nil {
-			pods = list.Items
-		} else {
-			err = apiError(cl, "list shell pods", err)
+		live, err = c.List(ctx, "", pods.ShellPodsOf(cl.Name()))
+		if err != nil {
+			err = pods.APIError(cl.Name(), "list shell pods", err)
 		}
 	}
 	if err != nil {
 		inv.Error = err.Error()
 	}
 	probed := map[string]string{}
-	for _, r := range b.Probes() {
-		if r.Cluster == cl.cfg.Name && r.Digest != "" {
+	for _, r := range h.Probes() {
+		if r.Cluster == cl.Name() && r.Digest != "" {
 			probed[r.Image] = r.Digest
 		}
 	}
-	inv.Images = tally(b.imagesOf(cl), pods, probed)
+	inv.Images = tally(h.Images(cl), live, probed)
 	return inv
 }
 
@@ -89,18 +76,18 @@ func (b *Backend) clusterInventory(ctx context.Context, cl *cluster) ClusterImag
 // (configured[0] is the primary) that no pod runs. probed gives digests
 // that pre-flight saw for images no pod runs. Configured images come
 // first, in config order; then the others by name.
-func tally(configured []string, pods []corev1.Pod, probed map[string]string) []ImageUse {
+func tally(configured []string, live []corev1.Pod, probed map[string]string) []ImageUse {
 	type key struct{ image, digest string }
 	counts := map[key]int{}
-	for i := range pods {
-		p := &pods[i]
-		if podFinished(p) {
+	for i := range live {
+		p := &live[i]
+		if pods.Finished(p) {
 			continue // ended: runs nothing, and the sweep deletes it
 		}
-		img := podImage(p)
+		img := pods.Image(p)
 		d := ""
 		for _, st := range p.Status.ContainerStatuses {
-			if st.Name == containerName {
+			if st.Name == pods.Container {
 				d = digestOf(st.ImageID)
 			}
 		}
@@ -208,24 +195,21 @@ func ProtectList(invs []ClusterImages) (protect, unresolved []string) {
 // has set, so that an image that went away loses its series.
 type imageSeries map[[3]string]bool
 
-// updateImageGauge sets bastion_shell_image_pods from a fresh inventory.
-// A cluster that cannot be listed keeps its last series.
-func (b *Backend) updateImageGauge(ctx context.Context) {
-	invs := b.Inventory(ctx)
-	b.images.mu.Lock()
-	defer b.images.mu.Unlock()
-	if b.images.series == nil {
-		b.images.series = imageSeries{}
-	}
+// updateGauge sets bastion_shell_image_pods from a fresh inventory. A
+// cluster that cannot be listed keeps its last series.
+func (h *Health) updateGauge(ctx context.Context) {
+	invs := h.Inventory(ctx)
+	h.mu.Lock()
+	defer h.mu.Unlock()
 	now := imageSeries{}
 	for _, inv := range invs {
 		if inv.Error != "" {
-			for k := range b.images.series {
+			for k := range h.series {
 				if k[0] == inv.Cluster {
 					now[k] = true
 				}
 			}
-			b.log.Debug("shell image inventory: cannot list pods", "project", inv.Cluster, "err", inv.Error)
+			h.cfg.Log.Debug("shell image inventory: cannot list pods", "project", inv.Cluster, "err", inv.Error)
 			continue
 		}
 		sums := map[[3]string]int{}
@@ -237,12 +221,12 @@ func (b *Backend) updateImageGauge(ctx context.Context) {
 			now[k] = true
 		}
 	}
-	for k := range b.images.series {
+	for k := range h.series {
 		if !now[k] {
 			ops.ShellImagePods.DeleteLabelValues(k[0], k[1], k[2])
 		}
 	}
-	b.images.series = now
+	h.series = now
 }
 
 // String is one line per image, for logs and tests.

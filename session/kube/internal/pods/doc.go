@@ -1,0 +1,22 @@
+// Package pods is the kube backend's narrow client for the objects it
+// works with, one per project cluster: create, get, patch, list and watch
+// a pod (and wait for it to be gone), delete it (only if it is still the
+// version looked at, or at once), exec in it, port-forward to it, and the
+// namespace, ServiceAccount and Service look-ups around those. Every call
+// is bounded by the API timeout (kube.api_timeout) unless it waits on
+// purpose (a watch, an exec, a stream).
+//
+// It also holds what every part of the backend must agree on: the labels
+// and annotations bastion puts on what it makes, what a pod's state means
+// (ready, finished, and the one list of container waiting reasons that
+// mean a pod will not start), and how an API failure reads for the user
+// (the project's cluster is unavailable).
+//
+// Cluster is a project's connection: its kubeconfig, reloaded when the
+// file (or the CA file it names) changes, and the Client of the current
+// generation.
+//
+// It must not import sshd, auth or the rest of bastion beyond config, ops
+// and session (for the user-facing error type); it knows nothing of
+// accounts, images or reaping.
+package pods

@@ -1,0 +1,87 @@
+package kube
+
+import (
+	"slices"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/bastion-ssh/bastion/auth"
+	"github.com/bastion-ssh/bastion/config"
+	"github.com/bastion-ssh/bastion/session/kube/internal/pods"
+)
+
+func TestPodSpec(t *testing.T) {
+	t.Parallel()
+	k := config.Default().Kube
+	k.Pod.Image = "registry.example/shell@sha256:0123"
+	k.Pod.Home = config.KubeHome{Type: "nfs", Server: "nfs.example", Path: "/srv/homes/{account}"}
+	k.Pod.NodeSelector = map[string]string{"pool": "shells"}
+	k.Pod.Tolerations = []config.KubeToleration{{Key: "shells", Operator: "Exists", Effect: "NoSchedule"}}
+	k.Pod.PriorityClassName = "interactive"
+	c := config.KubeCluster{Name: "tools", Pod: config.KubePod{Home: config.KubeHome{Type: "pvc", Claim: "homes", SubPath: "{account}"}}}
+	cl := pods.NewCluster(&k, c, nil)
+	u := &auth.User{Account: auth.Account{Name: "alice", UID: 5001, GID: 500, Home: "/home/alice", Shell: "/bin/bash", GIDs: []int{500, 50380}}}
+	pod := podSpec(cl, who(u, u.Account, "tools.", "tools"), "user-alice")
+
+	s := pod.Spec
+	if *s.AutomountServiceAccountToken || *s.SecurityContext.RunAsUser != 5001 || *s.SecurityContext.RunAsGroup != 500 ||
+		*s.SecurityContext.FSGroup != 500 || !*s.SecurityContext.RunAsNonRoot || !slices.Equal(s.SecurityContext.SupplementalGroups, []int64{50380}) {
+		t.Errorf("pod security context %+v", s.SecurityContext)
+	}
+	if s.PriorityClassName != "interactive" || s.NodeSelector["pool"] != "shells" || len(s.Tolerations) != 1 {
+		t.Errorf("scheduling: %q %v %v", s.PriorityClassName, s.NodeSelector, s.Tolerations)
+	}
+	ctr := s.Containers[0]
+	sc := ctr.SecurityContext
+	if *sc.AllowPrivilegeEscalation || !*sc.ReadOnlyRootFilesystem || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) ||
+		sc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+		t.Errorf("container security context %+v", sc)
+	}
+	if ctr.Image != k.Pod.Image || ctr.Resources.Limits.Memory().String() != "1Gi" || ctr.Resources.Limits.Cpu().String() != "300m" {
+		t.Errorf("image %s resources %+v", ctr.Image, ctr.Resources)
+	}
+	env := map[string]string{}
+	for _, e := range ctr.Env {
+		env[e.Name] = e.Value
+	}
+	if env["HOME"] != "/home/alice" || env["USER"] != "alice" || env["LOGNAME"] != "alice" || env["SHELL"] != "/bin/bash" {
+		t.Errorf("env %v", env)
+	}
+	var home *corev1.Volume
+	for i := range s.Volumes {
+		if s.Volumes[i].Name == "home" {
+			home = &s.Volumes[i]
+		}
+	}
+	if home == nil || home.PersistentVolumeClaim == nil || home.PersistentVolumeClaim.ClaimName != "homes" {
+		t.Fatalf("home volume %+v: want the cluster's pvc over kube.pod's nfs", home)
+	}
+	mounted := false
+	for _, m := range ctr.VolumeMounts {
+		if m.Name == "home" && m.MountPath == "/home/alice" && m.SubPath == "alice" {
+			mounted = true
+		}
+	}
+	if !mounted {
+		t.Errorf("home mounts %+v", ctr.VolumeMounts)
+	}
+	if !strings.Contains(pod.Annotations[pods.AnnoPasswd], "alice:x:5001:500::/home/alice:/bin/bash\n") {
+		t.Errorf("passwd %q", pod.Annotations[pods.AnnoPasswd])
+	}
+	if pod.Labels[pods.LabelManagedBy] != pods.ManagedBy || pod.Labels[pods.LabelProject] != "tools" || pod.Annotations[pods.AnnoAccount] != "alice" {
+		t.Errorf("labels %v annotations %v", pod.Labels, pod.Annotations)
+	}
+	if pod.Name != podName("tools", "alice") || pod.Namespace != "user-alice" {
+		t.Errorf("name %s/%s", pod.Namespace, pod.Name)
+	}
+	// Same input, same hash; another image, another hash.
+	if again := podSpec(cl, who(u, u.Account, "tools.", "tools"), "user-alice"); again.Annotations[pods.AnnoSpecHash] != pod.Annotations[pods.AnnoSpecHash] {
+		t.Error("spec hash is not stable")
+	}
+	k.Pod.Image = "registry.example/shell@sha256:4567"
+	if other := podSpec(pods.NewCluster(&k, c, nil), who(u, u.Account, "tools.", "tools"), "user-alice"); other.Annotations[pods.AnnoSpecHash] == pod.Annotations[pods.AnnoSpecHash] {
+		t.Error("spec hash ignores the image")
+	}
+}
