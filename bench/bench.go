@@ -30,6 +30,7 @@ type bench struct {
 	revName    string // "commit abc1234" with -rev
 
 	keyPath, hostKeyPath, sshConfig string
+	dbclient, dropbearKey           string // for the dropbear variant
 	signer                          ssh.Signer
 	servers                         []*server // OpenSSH, bastion
 

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -369,6 +370,12 @@ log:
 				"--state-dir", filepath.Join(dir, "bastion-state"), "--authorized-keys", b.keyPath + ".pub"}},
 	}
 
+	if slices.Contains(b.opt.ciphers, dropbearVariant) {
+		if err := b.setupDropbear(); err != nil {
+			return err
+		}
+	}
+
 	// The client side: one ssh_config for ssh, scp, sftp.
 	b.sshConfig = filepath.Join(dir, "ssh_config")
 	clientCfg := fmt.Sprintf(`# written by go run ./bench
@@ -422,4 +429,18 @@ func sweep() {
 			return
 		}
 	}
+}
+
+// setupDropbear finds Dropbear's client and converts the user key to its
+// format.
+func (b *bench) setupDropbear() error {
+	var err error
+	if b.dbclient, err = exec.LookPath("dbclient"); err != nil {
+		return fmt.Errorf("-ciphers %s needs Dropbear's dbclient (sudo apt-get install dropbear-bin), or leave it out of -ciphers: %w", dropbearVariant, err)
+	}
+	b.dropbearKey = b.keyPath + ".dropbear"
+	if out, err := exec.Command("dropbearconvert", "openssh", "dropbear", b.keyPath, b.dropbearKey).CombinedOutput(); err != nil {
+		return fmt.Errorf("dropbearconvert (Debian package dropbear-bin): %v\n%s", err, out)
+	}
+	return nil
 }
