@@ -263,7 +263,7 @@ func (b *bench) caseIdle(ctx context.Context) error {
 	for i, n := range steps[:] {
 		a, bb := points["OpenSSH"][i+1], points["bastion"][i+1]
 		b.add(&result{ID: fmt.Sprintf("idle-%d", n), Group: "idle", Title: fmt.Sprintf("Memory per idle session, %d sessions", n),
-			Unit: "KiB", Better: "lower", Target: &target{On: "value", Op: "<", Bound: 64, Text: "< 64 KiB"},
+			Unit: "KiB", Better: "lower", Target: &target{On: "value", Op: "<", Bound: 48, Text: "< 48 KiB"},
 			A: []float64{a.PerSessKB}, B: []float64{bb.PerSessKB},
 			Extra: map[string]any{"openssh": a, "bastion": bb, "openssh_baseline": points["OpenSSH"][0], "bastion_baseline": points["bastion"][0],
 				"measure": "OpenSSH: PSS of the listener and every sshd process below it; bastion: RSS of its process; users' shells excluded"}})

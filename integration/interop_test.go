@@ -212,6 +212,15 @@ func TestInterop(t *testing.T) {
 		if !strings.Contains(errOut, "will use strict KEX ordering") {
 			t.Errorf("OpenSSH did not use strict kex:\n%s", grepLines(errOut, "kex"))
 		}
+		// The audit log (stderr in bastion dev) has the same.
+		want := `"kex":"` + l.kex + `","cipher":"` + fastCipher() + `","host_key":"ssh-ed25519"`
+		found := false
+		for _, line := range strings.Split(s.logs(), "\n") {
+			found = found || strings.Contains(line, `"event":"auth.success"`) && strings.Contains(line, want)
+		}
+		if !found {
+			t.Errorf("no auth.success audit event with %s:\n%s", want, grepLines(s.logs(), `"event":"auth.success"`))
+		}
 		for _, c := range config.DefaultCiphers {
 			macs := []string{""}
 			if strings.HasSuffix(c, "-ctr") {
