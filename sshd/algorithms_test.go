@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -265,5 +266,93 @@ func BenchmarkParseHello(b *testing.B) {
 		if _, st := parseHello(in); st != helloDone {
 			b.Fatal(st)
 		}
+	}
+}
+
+// waitingClient holds a client's writes after its identification line
+// until it has read the server's first packet, as a client that waits
+// for the server's KEXINIT before sending its own would.
+type waitingClient struct {
+	net.Conn
+	mu       sync.Mutex
+	lineSent bool
+	held     []byte
+	seen     []byte
+	released bool
+}
+
+func (w *waitingClient) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.released {
+		return w.Conn.Write(p)
+	}
+	if !w.lineSent {
+		i := bytes.IndexByte(p, '\n')
+		if i < 0 {
+			return w.Conn.Write(p)
+		}
+		w.lineSent = true
+		if _, err := w.Conn.Write(p[:i+1]); err != nil {
+			return 0, err
+		}
+		w.held = append(w.held, p[i+1:]...)
+		return len(p), nil
+	}
+	w.held = append(w.held, p...)
+	return len(p), nil
+}
+
+func (w *waitingClient) Read(p []byte) (int, error) {
+	n, err := w.Conn.Read(p)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.released {
+		w.seen = append(w.seen, p[:n]...)
+		if _, st := parseHello(w.seen); st == helloDone {
+			w.released = true
+			if _, err := w.Conn.Write(w.held); err != nil {
+				return n, err
+			}
+		}
+	}
+	return n, err
+}
+
+// TestClientWaitsForServerKexInit: a client that sends nothing after its
+// identification line until it has the server's KEXINIT is served after
+// helloWait, with the whole lists.
+func TestClientWaitsForServerKexInit(t *testing.T) {
+	saved := helloWait
+	t.Cleanup(func() { helloWait = saved }) // after the server's cleanup
+	helloWait = 300 * time.Millisecond
+	f := newFixture(t, nil)
+	nc, err := net.Dial("tcp", f.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	sc, chans, reqs, err := ssh.NewClientConn(&waitingClient{Conn: nc}, f.addr, &ssh.ClientConfig{
+		User: f.user, Auth: []ssh.AuthMethod{ssh.PublicKeys(f.signer)}, HostKeyCallback: ssh.InsecureIgnoreHostKey(),
+		Config: ssh.Config{Ciphers: openSSHCiphers},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := ssh.NewClient(sc, chans, reqs)
+	defer c.Close()
+	if d := time.Since(t0); d < helloWait {
+		t.Errorf("logged in after %s, before helloWait (%s) had passed", d, helloWait)
+	}
+	// Not steered: the client's own first choice.
+	if got := sc.(ssh.AlgorithmsConnMetadata).Algorithms().Write.Cipher; got != ssh.CipherChaCha20Poly1305 {
+		t.Errorf("cipher %s, want the client's first choice, chacha20-poly1305", got)
+	}
+	s, err := c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := s.Output("echo ok"); err != nil || string(out) != "ok\n" {
+		t.Errorf("exec: %q, %v", out, err)
 	}
 }

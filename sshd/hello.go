@@ -25,11 +25,12 @@ const (
 	// (RFC 4253 section 6.1), length field included. A first KEXINIT is
 	// 1-2 KB in practice.
 	maxHelloPacket = 35000
-	// helloWait bounds the wait for the client's KEXINIT. Every client we
-	// know sends it without waiting for ours; one that waits is served
-	// after helloWait with the whole algorithm lists.
-	helloWait = 5 * time.Second
 )
+
+// helloWait bounds the wait for the client's KEXINIT. Every client we
+// know sends it without waiting for ours; one that waits is served after
+// helloWait with the whole algorithm lists. A variable for tests.
+var helloWait = 5 * time.Second
 
 const msgKexInit = 20
 
