@@ -5,6 +5,7 @@
 //	go run ./bench            # the full run, under 10 minutes
 //	go run ./bench -quick     # a short run with smaller sizes
 //	go run ./bench -cases login,handshake
+//	go run ./bench soak -quick  # the soak (bench/soak.go), bastion alone
 //
 // It installs nothing: it checks for sshd and the clients and says what to
 // install. Both servers listen on 127.0.0.1 only, run as the current user's
@@ -64,6 +65,9 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "soak" {
+		return runSoak(args[1:], stdout, stderr)
+	}
 	opt, err := parseFlags(args, stderr)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {

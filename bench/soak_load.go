@@ -1,0 +1,575 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	mrand "math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+)
+
+// The kinds of traffic, each with its own byte accounting.
+const (
+	kindPTY     = "pty (cat)"
+	kindExec    = "exec (cat)"
+	kindForward = "ssh -L (echo)"
+	kindSCP     = "scp (OpenSSH)"
+	kindSCPO    = "scp -O (OpenSSH)"
+	kindSFTP    = "sftp (OpenSSH)"
+)
+
+var soakKinds = []string{kindPTY, kindExec, kindForward, kindSCP, kindSCPO, kindSFTP}
+
+// hangTimeout: a round trip that has not come back by then is a hang; the
+// session is cut and its bytes in flight count as lost.
+const hangTimeout = 60 * time.Second
+
+// traffic counts one kind's bytes: sent, returned intact, returned
+// different. Sent minus both is lost.
+type traffic struct {
+	sent, ok, corrupt atomic.Int64
+	sessions, failed  atomic.Int64 // sessions (or transfers) run, and failed
+}
+
+// soakRun is the state of one run.
+type soakRun struct {
+	opt     soakOptions
+	w       *soakWorld
+	cfg     *ssh.ClientConfig
+	traffic map[string]*traffic
+	logf    func(string, ...any)
+
+	open     atomic.Int64 // sessions open now
+	loginOK  atomic.Int64
+	loginBad atomic.Int64
+	skipped  atomic.Int64 // logins not started: the client was saturated
+
+	mu        sync.Mutex
+	latencies []time.Duration // logins of the current interval
+	errs      []string        // first errors, bounded
+	nErrs     int
+}
+
+func (r *soakRun) fail(format string, args ...any) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.nErrs++
+	if len(r.errs) < 20 {
+		r.errs = append(r.errs, fmt.Sprintf(format, args...))
+	}
+}
+
+// soak runs the load and returns the report.
+func soak(ctx context.Context, opt soakOptions, out io.Writer) (*soakReport, error) {
+	logf := func(format string, args ...any) {
+		fmt.Fprintf(out, "%s  %s\n", time.Now().UTC().Format("15:04:05"), fmt.Sprintf(format, args...))
+	}
+	becomeSubreaper()
+	defer sweep()
+	w, err := startSoakWorld(ctx, opt, logf)
+	if err != nil {
+		return nil, err
+	}
+	defer w.close(opt.keep)
+	r := &soakRun{opt: opt, w: w, cfg: w.clientConfig(), traffic: map[string]*traffic{}, logf: logf}
+	for _, k := range soakKinds {
+		r.traffic[k] = &traffic{}
+	}
+	rep := &soakReport{opt: opt, machine: machine(), bastion: w.bastionRev, openssh: opensshVersion(w.tools.ssh),
+		started: time.Now().UTC()}
+	time.Sleep(500 * time.Millisecond) // let bastion settle before the baseline
+	if rep.baseGoroutines, err = w.goroutines(ctx); err != nil {
+		return nil, fmt.Errorf("read bastion's goroutines: %w", err)
+	}
+	rep.baseRSS = rssKiB(w.srv.pid())
+	logf("bastion %s on %s: %d goroutines, %d MiB RSS before the load", w.bastionRev, w.srv.addr(), rep.baseGoroutines, rep.baseRSS/1024)
+	logf("soak: %d sessions, %s, %.0f logins/s, %d OpenSSH copy workers, %d B/s per session each way",
+		opt.sessions, opt.duration, opt.loginRate, opt.openssh, opt.rate)
+
+	loadCtx, stopLoad := context.WithTimeout(ctx, opt.duration)
+	defer stopLoad()
+	var wg sync.WaitGroup
+	// Sessions, opened at the ramp rate.
+	wg.Go(func() {
+		tick := time.NewTicker(time.Duration(float64(time.Second) / opt.ramp))
+		defer tick.Stop()
+		for i := range opt.sessions {
+			select {
+			case <-loadCtx.Done():
+				return
+			case <-tick.C:
+			}
+			kind := kindPTY
+			switch i % 10 {
+			case 4, 5, 6:
+				kind = kindExec
+			case 7, 8, 9:
+				kind = kindForward
+			}
+			wg.Go(func() { r.session(loadCtx, i, kind) })
+		}
+	})
+	for i := range opt.openssh {
+		wg.Go(func() { r.openSSHCopies(loadCtx, i) })
+	}
+	if opt.loginRate > 0 {
+		wg.Go(func() { r.logins(loadCtx) })
+	}
+
+	// One row per interval until the load ends.
+	sampler := newSampler(r, rep)
+	tick := time.NewTicker(opt.interval)
+	func() {
+		defer tick.Stop()
+		for {
+			select {
+			case <-loadCtx.Done():
+				return
+			case <-tick.C:
+				sampler.row(ctx)
+			}
+		}
+	}()
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	sampler.row(ctx) // the last, partial interval
+	logf("load over; draining (every session checks its last bytes and closes)")
+	drained := make(chan struct{})
+	go func() { wg.Wait(); close(drained) }()
+	select {
+	case <-drained:
+	case <-time.After(hangTimeout + 30*time.Second):
+		r.fail("sessions still running %s after the load ended", hangTimeout+30*time.Second)
+		w.srv.stop() // frees every client stuck on it
+		<-drained
+	}
+	rep.cpu = w.srv.cpuSeconds()
+	rep.clientCPU = selfCPUSeconds()
+	rep.wall = time.Since(rep.started)
+
+	// Leaks: once every client has gone, bastion's goroutines come back
+	// to the baseline and no session process is left.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		g, err := w.goroutines(ctx)
+		if err == nil {
+			rep.endGoroutines = g
+		}
+		rep.endRSS = rssKiB(w.srv.pid())
+		rep.leftProcs = len(descendants(w.srv.pid()))
+		if (err == nil && g <= rep.baseGoroutines+goroutineSlack && rep.leftProcs == 0) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	for _, k := range soakKinds {
+		t := r.traffic[k]
+		rep.kinds = append(rep.kinds, kindTotals{kind: k, sessions: t.sessions.Load(), failed: t.failed.Load(),
+			sent: t.sent.Load(), ok: t.ok.Load(), corrupt: t.corrupt.Load()})
+	}
+	rep.loginOK, rep.loginBad, rep.loginSkipped = r.loginOK.Load(), r.loginBad.Load(), r.skipped.Load()
+	r.mu.Lock()
+	rep.errs, rep.nErrs = r.errs, r.nErrs
+	r.mu.Unlock()
+	rep.load = loadAvg()
+	return rep, nil
+}
+
+// goroutineSlack is how many goroutines over the baseline still count as
+// "back to the baseline" (timers, the ops server's own connection).
+const goroutineSlack = 10
+
+// session holds one session for the whole load: it opens its own
+// connection, then echoes paced random chunks and checks each one.
+func (r *soakRun) session(ctx context.Context, i int, kind string) {
+	t := r.traffic[kind]
+	t.sessions.Add(1)
+	var client *ssh.Client
+	var err error
+	for attempt := 0; ; attempt++ { // the ramp may meet a busy server: retry a few times
+		client, err = ssh.Dial("tcp", r.w.srv.addr(), r.cfg)
+		if err == nil || attempt == 4 || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(time.Duration(attempt+1) * 500 * time.Millisecond)
+	}
+	if err != nil {
+		if ctx.Err() == nil {
+			t.failed.Add(1)
+			r.fail("%s session %d: connect: %v", kind, i, err)
+		}
+		return
+	}
+	defer client.Close()
+	r.open.Add(1)
+	defer r.open.Add(-1)
+	rng := mrand.New(mrand.NewPCG(uint64(i), uint64(time.Now().UnixNano())))
+
+	var rw io.ReadWriter
+	var finish func() error
+	chunk := 16 << 10
+	switch kind {
+	case kindPTY, kindExec:
+		s, err := client.NewSession()
+		if err != nil {
+			t.failed.Add(1)
+			r.fail("%s session %d: open: %v", kind, i, err)
+			return
+		}
+		defer s.Close()
+		stdin, _ := s.StdinPipe()
+		stdout, _ := s.StdoutPipe()
+		if kind == kindPTY {
+			chunk = 1 << 10 // a terminal's input queue is 4 KiB
+			if err := s.RequestPty("xterm", 40, 120, ssh.TerminalModes{}); err != nil {
+				t.failed.Add(1)
+				r.fail("%s session %d: pty: %v", kind, i, err)
+				return
+			}
+			if err := s.Shell(); err != nil {
+				t.failed.Add(1)
+				r.fail("%s session %d: shell: %v", kind, i, err)
+				return
+			}
+			// Typed into the interactive shell; the marker is split so
+			// that the echo of the command line does not contain it.
+			if _, err := io.WriteString(stdin, "stty raw -echo; printf 'SOAK''-READY'; exec cat\n"); err == nil {
+				err = waitFor(stdout, "SOAK-READY", 30*time.Second)
+			}
+			if err != nil {
+				t.failed.Add(1)
+				r.fail("%s session %d: start cat in the shell: %v", kind, i, err)
+				return
+			}
+		} else if err := s.Start("cat"); err != nil {
+			t.failed.Add(1)
+			r.fail("%s session %d: exec cat: %v", kind, i, err)
+			return
+		}
+		rw = struct {
+			io.Reader
+			io.Writer
+		}{stdout, stdin}
+		finish = func() error {
+			if kind == kindPTY {
+				// cat in raw mode: end it as a user would (^D needs
+				// canonical mode), by closing the session.
+				_ = stdin.Close()
+				return nil
+			}
+			_ = stdin.Close()
+			return s.Wait()
+		}
+	case kindForward:
+		c, err := client.Dial("tcp", r.w.echo.Addr().String())
+		if err != nil {
+			t.failed.Add(1)
+			r.fail("%s session %d: open the forward: %v", kind, i, err)
+			return
+		}
+		defer c.Close()
+		rw = c
+		finish = func() error { return c.Close() }
+	}
+
+	// Paced: on average opt.rate bytes per second each way.
+	buf, back := make([]byte, chunk), make([]byte, chunk)
+	for ctx.Err() == nil {
+		n := 1 + rng.IntN(chunk)
+		pause := time.Duration(float64(n) / float64(r.opt.rate) * float64(time.Second))
+		select {
+		case <-ctx.Done():
+		case <-time.After(pause):
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		fill(rng, buf[:n], kind == kindPTY)
+		t.sent.Add(int64(n))
+		// A round trip that does not come back cuts the connection.
+		watchdog := time.AfterFunc(hangTimeout, func() { client.Close() })
+		_, werr := rw.Write(buf[:n])
+		_, rerr := io.ReadFull(rw, back[:n])
+		hung := !watchdog.Stop()
+		switch {
+		case werr == nil && rerr == nil && bytes.Equal(buf[:n], back[:n]):
+			t.ok.Add(int64(n))
+			continue
+		case werr == nil && rerr == nil:
+			t.corrupt.Add(int64(n))
+			t.failed.Add(1)
+			r.fail("%s session %d: %d bytes came back different (sha256 %x, want %x)", kind, i, n, sha256.Sum256(back[:n]), sha256.Sum256(buf[:n]))
+		default:
+			t.failed.Add(1)
+			r.fail("%s session %d: round trip of %d bytes (hung %v): write %v, read %v", kind, i, n, hung, werr, rerr)
+		}
+		return
+	}
+	if err := finish(); err != nil {
+		t.failed.Add(1)
+		r.fail("%s session %d: end: %v", kind, i, err)
+	}
+}
+
+// fill puts random bytes in b (printable ones for a terminal).
+func fill(rng *mrand.Rand, b []byte, printable bool) {
+	for i := range b {
+		if printable {
+			b[i] = byte(' ' + rng.IntN(95))
+		} else {
+			b[i] = byte(rng.Uint32())
+		}
+	}
+}
+
+// waitFor reads r until it has seen marker, within d.
+func waitFor(r io.Reader, marker string, d time.Duration) error {
+	found := make(chan error, 1)
+	go func() {
+		var seen []byte
+		buf := make([]byte, 256)
+		for {
+			n, err := r.Read(buf)
+			seen = append(seen, buf[:n]...)
+			if bytes.Contains(seen, []byte(marker)) {
+				// Nothing is typed before the marker: it ends the output.
+				found <- nil
+				return
+			}
+			if err != nil {
+				found <- fmt.Errorf("%w (output so far: %q)", err, tailBytes(seen, 200))
+				return
+			}
+		}
+	}()
+	select {
+	case err := <-found:
+		return err
+	case <-time.After(d):
+		return fmt.Errorf("no %q within %s", marker, d)
+	}
+}
+
+func tailBytes(b []byte, n int) []byte {
+	if len(b) > n {
+		return b[len(b)-n:]
+	}
+	return b
+}
+
+// logins makes opt.loginRate new authenticated connections per second and
+// records how long each took.
+func (r *soakRun) logins(ctx context.Context) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	sem := make(chan struct{}, 256)
+	tick := time.NewTicker(time.Duration(float64(time.Second) / r.opt.loginRate))
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		select {
+		case sem <- struct{}{}:
+		default:
+			r.skipped.Add(1)
+			continue
+		}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			start := time.Now()
+			c, err := ssh.Dial("tcp", r.w.srv.addr(), r.cfg)
+			took := time.Since(start)
+			if err != nil {
+				if ctx.Err() == nil {
+					r.loginBad.Add(1)
+					r.fail("login: %v", err)
+				}
+				return
+			}
+			c.Close()
+			r.loginOK.Add(1)
+			r.mu.Lock()
+			r.latencies = append(r.latencies, took)
+			r.mu.Unlock()
+		})
+	}
+}
+
+// openSSHCopies copies random files to bastion and back with OpenSSH's
+// scp, scp -O and sftp in turn, and compares their SHA-256.
+func (r *soakRun) openSSHCopies(ctx context.Context, worker int) {
+	size := 1 << 20
+	if r.opt.quick {
+		size = 256 << 10
+	}
+	local := filepath.Join(r.w.dir, fmt.Sprintf("copy-%d", worker))
+	rng := mrand.New(mrand.NewPCG(uint64(worker), uint64(time.Now().UnixNano())))
+	data := make([]byte, size)
+	for round := 0; ctx.Err() == nil; round++ {
+		kind := []string{kindSCP, kindSCPO, kindSFTP}[round%3]
+		t := r.traffic[kind]
+		fill(rng, data, false)
+		if err := os.WriteFile(local, data, 0o600); err != nil {
+			r.fail("%s: %v", kind, err)
+			return
+		}
+		remote := filepath.Join(r.w.dir, "home", fmt.Sprintf("copy-%d-%d", worker, round))
+		back := local + ".back"
+		t.sessions.Add(1)
+		t.sent.Add(int64(size))
+		var err error
+		switch kind {
+		case kindSFTP:
+			batch := fmt.Sprintf("put %s %s\nget %s %s\nrm %s\n", local, remote, remote, back, remote)
+			err = r.runClient(r.w.tools.sftp, batch, "-F", r.w.sshConfig, "-b", "-", "bastion")
+		default:
+			args := []string{"-F", r.w.sshConfig, "-q"}
+			if kind == kindSCPO {
+				args = append(args, "-O")
+			}
+			err = r.runClient(r.w.tools.scp, "", append(args, local, "bastion:"+remote)...)
+			if err == nil {
+				err = r.runClient(r.w.tools.scp, "", append(args, "bastion:"+remote, back)...)
+			}
+			os.Remove(remote)
+		}
+		if err != nil {
+			t.failed.Add(1)
+			r.fail("%s worker %d: %v", kind, worker, err)
+			continue
+		}
+		got, err := os.ReadFile(back)
+		switch {
+		case err != nil:
+			t.failed.Add(1)
+			r.fail("%s worker %d: %v", kind, worker, err)
+		case sha256.Sum256(got) != sha256.Sum256(data):
+			t.corrupt.Add(int64(size))
+			t.failed.Add(1)
+			r.fail("%s worker %d: the copy that came back differs (%d bytes, want %d)", kind, worker, len(got), size)
+		default:
+			t.ok.Add(int64(size))
+		}
+		os.Remove(back)
+	}
+}
+
+// runClient runs an OpenSSH client to its end (not cut by the load's end:
+// a copy started is a copy checked).
+func (r *soakRun) runClient(prog, stdin string, args ...string) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(context.Background()), hangTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, prog, args...)
+	if stdin != "" {
+		cmd.Stdin = bytes.NewBufferString(stdin)
+	}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s: %v: %s", filepath.Base(prog), err, tailBytes(out, 300))
+	}
+	return nil
+}
+
+// sampler makes the report's rows.
+type sampler struct {
+	r       *soakRun
+	rep     *soakReport
+	last    time.Time
+	lastCPU float64
+	lastOK  int64
+	lastIn  int64
+	lastBad int64
+}
+
+func newSampler(r *soakRun, rep *soakReport) *sampler {
+	return &sampler{r: r, rep: rep, last: time.Now(), lastCPU: r.w.srv.cpuSeconds()}
+}
+
+func (s *sampler) row(ctx context.Context) {
+	now := time.Now()
+	el := now.Sub(s.last).Seconds()
+	if el < 0.5 {
+		return
+	}
+	r := s.r
+	r.mu.Lock()
+	lat := r.latencies
+	r.latencies = nil
+	r.mu.Unlock()
+	slices.Sort(lat)
+	var ok int64
+	for _, t := range r.traffic {
+		ok += t.ok.Load()
+	}
+	cpu := r.w.srv.cpuSeconds()
+	g, _ := r.w.goroutines(ctx)
+	row := soakRow{
+		at:         now.Sub(s.rep.started),
+		open:       r.open.Load(),
+		logins:     int64(len(lat)),
+		loginFails: r.loginBad.Load() - s.lastBad,
+		p50:        percentile(lat, 0.50),
+		p99:        percentile(lat, 0.99),
+		rssKiB:     rssKiB(r.w.srv.pid()),
+		goroutines: g,
+		cores:      (cpu - s.lastCPU) / el,
+		mbps:       float64(ok-s.lastOK) / el / 1e6,
+		load:       loadAvg(),
+	}
+	if len(lat) > 0 {
+		row.max = lat[len(lat)-1]
+	}
+	s.last, s.lastCPU, s.lastOK, s.lastBad = now, cpu, ok, r.loginBad.Load()
+	s.rep.rows = append(s.rep.rows, row)
+	r.logf("%6s  %4d open  %4d logins (p50 %s, p99 %s, max %s, %d failed)  RSS %d MiB  %d goroutines  %.2f cores  %.2f MB/s checked  load %s",
+		row.at.Round(time.Second), row.open, row.logins, ms(row.p50), ms(row.p99), ms(row.max), row.loginFails,
+		row.rssKiB/1024, row.goroutines, row.cores, row.mbps, row.load)
+}
+
+func percentile(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(float64(len(sorted)-1) * p)
+	return sorted[i]
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.1fms", float64(d)/float64(time.Millisecond)) }
+
+func rssKiB(pid int) int64 {
+	m, _ := readMem(pid)
+	return m.RSS
+}
+
+func selfCPUSeconds() float64 {
+	st, ok := readStat(os.Getpid())
+	if !ok {
+		return 0
+	}
+	return float64(st.cpuTicks) / clockTicks
+}
+
+func opensshVersion(ssh string) string {
+	out, err := exec.Command(ssh, "-V").CombinedOutput()
+	if err != nil {
+		return "?"
+	}
+	return string(bytes.TrimSpace(out))
+}
+
+var errNoSessions = errors.New("no session could be opened")

@@ -1,0 +1,97 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The quick soak: 100 sessions for 30 s on a real bastion with real
+// clients. It fails on any byte lost or changed, any failed session,
+// copy or login, and any goroutine or session process left behind.
+func TestSoakQuick(t *testing.T) {
+	if testing.Short() {
+		t.Skip("the quick soak runs bastion under load for about a minute; skipped under -short")
+	}
+	opt, err := parseSoakFlags([]string{"-quick"}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	rep, err := soak(t.Context(), opt, &out)
+	if err != nil {
+		t.Fatalf("soak: %v\n%s", err, out.String())
+	}
+	t.Logf("\n%s", rep.markdown())
+	if p := rep.problems(); len(p) > 0 {
+		t.Errorf("the quick soak found problems:\n%s\nprogress:\n%s", strings.Join(p, "\n"), out.String())
+	}
+	if len(rep.rows) < 3 {
+		t.Errorf("%d report rows; want one per 10s of 30s", len(rep.rows))
+	}
+	var moved int64
+	for _, k := range rep.kinds {
+		if k.sessions == 0 {
+			t.Errorf("no %s traffic ran", k.kind)
+		}
+		moved += k.ok
+	}
+	if moved == 0 || rep.loginOK == 0 {
+		t.Errorf("nothing was moved (%d bytes) or no login made (%d)", moved, rep.loginOK)
+	}
+}
+
+// problems tells every way a run can fail.
+func TestSoakProblems(t *testing.T) {
+	t.Parallel()
+	good := func() *soakReport {
+		return &soakReport{baseGoroutines: 10, endGoroutines: 12, kinds: []kindTotals{
+			{kind: kindPTY, sessions: 4, sent: 100, ok: 100}, {kind: kindExec, sessions: 3, sent: 50, ok: 50},
+			{kind: kindForward, sessions: 3, sent: 70, ok: 70},
+		}}
+	}
+	tests := []struct {
+		name string
+		edit func(*soakReport)
+		want string // "" for none
+	}{
+		{"clean", func(*soakReport) {}, ""},
+		{"lost bytes", func(r *soakReport) { r.kinds[1].ok = 40 }, "10 bytes lost"},
+		{"changed bytes", func(r *soakReport) { r.kinds[2].ok, r.kinds[2].corrupt = 60, 10 }, "10 bytes came back different"},
+		{"failed session", func(r *soakReport) { r.kinds[0].failed = 1 }, "1 sessions or copies failed"},
+		{"failed login", func(r *soakReport) { r.loginBad = 2 }, "2 logins failed"},
+		{"goroutines left", func(r *soakReport) { r.endGoroutines = 10 + goroutineSlack + 1 }, "goroutines after every client left"},
+		{"processes left", func(r *soakReport) { r.leftProcs = 3 }, "3 session processes left"},
+		{"nothing opened", func(r *soakReport) {
+			for i := range r.kinds {
+				r.kinds[i] = kindTotals{kind: r.kinds[i].kind}
+			}
+		}, "no session could be opened"},
+	}
+	for _, tt := range tests {
+		r := good()
+		tt.edit(r)
+		p := strings.Join(r.problems(), "\n")
+		if tt.want == "" && p != "" || tt.want != "" && !strings.Contains(p, tt.want) {
+			t.Errorf("%s: problems %q; want %q", tt.name, p, tt.want)
+		}
+	}
+}
+
+func TestSoakFlags(t *testing.T) {
+	t.Parallel()
+	o, err := parseSoakFlags([]string{"-quick", "-sessions", "50"}, &bytes.Buffer{})
+	if err != nil || o.sessions != 50 || o.duration != 30*time.Second || o.loginRate != 10 {
+		t.Errorf("-quick -sessions 50: %+v, %v", o, err)
+	}
+	o, err = parseSoakFlags(nil, &bytes.Buffer{})
+	if err != nil || o.sessions != 1000 || o.duration != 10*time.Minute || o.loginRate != 50 || o.interval != time.Minute {
+		t.Errorf("defaults: %+v, %v", o, err)
+	}
+	for _, bad := range [][]string{{"-sessions", "0"}, {"-duration", "1s"}, {"-rate", "0"}, {"-port", "70000"}, {"extra"}} {
+		if _, err := parseSoakFlags(bad, &bytes.Buffer{}); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
