@@ -364,31 +364,48 @@ func (w *soakWorld) clientConfig() *ssh.ClientConfig {
 
 // goroutines reads go_goroutines from bastion's /metrics.
 func (w *soakWorld) goroutines(ctx context.Context) (int, error) {
+	m, err := w.metrics(ctx)
+	if err != nil {
+		return 0, err
+	}
+	g, ok := m["go_goroutines"]
+	if !ok {
+		return 0, errors.New("no go_goroutines in /metrics")
+	}
+	return int(g), nil
+}
+
+// metrics reads bastion's /metrics: the samples without labels.
+func (w *soakWorld) metrics(ctx context.Context) (map[string]float64, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+w.opsAddr+"/metrics", nil)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	// A new connection each time: a kept-alive one would be a goroutine
 	// of bastion's that the soak itself holds.
 	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 	resp, err := client.Do(req)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
+	m := map[string]float64{}
 	for _, line := range strings.Split(string(body), "\n") {
-		if v, ok := strings.CutPrefix(line, "go_goroutines "); ok {
-			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			return int(f), err
+		name, v, ok := strings.Cut(line, " ")
+		if !ok || strings.HasPrefix(name, "#") || strings.Contains(name, "{") {
+			continue
+		}
+		if f, err := strconv.ParseFloat(strings.TrimSpace(v), 64); err == nil {
+			m[name] = f
 		}
 	}
-	return 0, errors.New("no go_goroutines in /metrics")
+	return m, nil
 }
 
 // machine describes where the soak ran.

@@ -517,7 +517,7 @@ func (s *sampler) row(ctx context.Context) {
 		ok += t.ok.Load()
 	}
 	cpu := r.w.srv.cpuSeconds()
-	g, _ := r.w.goroutines(ctx)
+	m, _ := r.w.metrics(ctx)
 	row := soakRow{
 		at:         now.Sub(s.rep.started),
 		open:       r.open.Load(),
@@ -526,7 +526,9 @@ func (s *sampler) row(ctx context.Context) {
 		p50:        percentile(lat, 0.50),
 		p99:        percentile(lat, 0.99),
 		rssKiB:     rssKiB(r.w.srv.pid()),
-		goroutines: g,
+		goroutines: int(m["go_goroutines"]),
+		heapMiB:    m["go_memstats_heap_inuse_bytes"] / (1 << 20),
+		loginRate:  float64(len(lat)) / el,
 		cores:      (cpu - s.lastCPU) / el,
 		mbps:       float64(ok-s.lastOK) / el / 1e6,
 		load:       loadAvg(),
@@ -536,9 +538,9 @@ func (s *sampler) row(ctx context.Context) {
 	}
 	s.last, s.lastCPU, s.lastOK, s.lastBad = now, cpu, ok, r.loginBad.Load()
 	s.rep.rows = append(s.rep.rows, row)
-	r.logf("%6s  %4d open  %4d logins (p50 %s, p99 %s, max %s, %d failed)  RSS %d MiB  %d goroutines  %.2f cores  %.2f MB/s checked  load %s",
-		row.at.Round(time.Second), row.open, row.logins, ms(row.p50), ms(row.p99), ms(row.max), row.loginFails,
-		row.rssKiB/1024, row.goroutines, row.cores, row.mbps, row.load)
+	r.logf("%6s  %4d open  %.1f logins/s (p50 %s, p99 %s, max %s, %d failed)  RSS %d MiB (heap %.0f MiB)  %d goroutines  %.2f cores  %.2f MB/s checked  load %s",
+		row.at.Round(time.Second), row.open, row.loginRate, ms(row.p50), ms(row.p99), ms(row.max), row.loginFails,
+		row.rssKiB/1024, row.heapMiB, row.goroutines, row.cores, row.mbps, row.load)
 }
 
 func percentile(sorted []time.Duration, p float64) time.Duration {

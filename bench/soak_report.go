@@ -33,7 +33,9 @@ type soakRow struct {
 	open               int64
 	logins, loginFails int64
 	p50, p99, max      time.Duration
+	loginRate          float64
 	rssKiB             int64
+	heapMiB            float64 // Go heap in use
 	goroutines         int
 	cores              float64
 	mbps               float64
@@ -116,11 +118,11 @@ func (r *soakReport) markdown() string {
 	fmt.Fprintf(&b, "| **total** | | | %s | %s | **%d** | **%d** |\n\n", fmtMiB(sent), fmtMiB(ok), corrupt, lost)
 
 	fmt.Fprintf(&b, "Logins: %d ok, %d failed, %d not started because 256 were already in flight (the client was saturated).\n\n", r.loginOK, r.loginBad, r.loginSkipped)
-	b.WriteString("| time | sessions open | logins | login p50 | login p99 | login max | bastion RSS | goroutines | bastion CPU (cores) | checked MB/s | load avg |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
+	b.WriteString("| time | sessions open | logins/s | login p50 | login p99 | login max | bastion RSS | Go heap in use | goroutines | bastion CPU (cores) | checked MB/s | load avg |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
 	for _, row := range r.rows {
-		fmt.Fprintf(&b, "| %s | %d | %d | %s | %s | %s | %d MiB | %d | %.2f | %.2f | %s |\n",
-			row.at.Round(time.Second), row.open, row.logins, ms(row.p50), ms(row.p99), ms(row.max),
-			row.rssKiB/1024, row.goroutines, row.cores, row.mbps, row.load)
+		fmt.Fprintf(&b, "| %s | %d | %.1f | %s | %s | %s | %d MiB | %.0f MiB | %d | %.2f | %.2f | %s |\n",
+			row.at.Round(time.Second), row.open, row.loginRate, ms(row.p50), ms(row.p99), ms(row.max),
+			row.rssKiB/1024, row.heapMiB, row.goroutines, row.cores, row.mbps, row.load)
 	}
 	var full []soakRow // rows with every session open: the steady state
 	for _, row := range r.rows {
@@ -130,8 +132,8 @@ func (r *soakReport) markdown() string {
 	}
 	if len(full) >= 2 {
 		f, l := full[0], full[len(full)-1]
-		fmt.Fprintf(&b, "\nSteady state (every session open, %s to %s): goroutines %d → %d, RSS %d → %d MiB.\n",
-			f.at.Round(time.Second), l.at.Round(time.Second), f.goroutines, l.goroutines, f.rssKiB/1024, l.rssKiB/1024)
+		fmt.Fprintf(&b, "\nSteady state (every session open, %s to %s): goroutines %d → %d, RSS %d → %d MiB, Go heap in use %.0f → %.0f MiB.\n",
+			f.at.Round(time.Second), l.at.Round(time.Second), f.goroutines, l.goroutines, f.rssKiB/1024, l.rssKiB/1024, f.heapMiB, l.heapMiB)
 	}
 	fmt.Fprintf(&b, "\nBefore the load: %d goroutines, %d MiB RSS. After every client left: %d goroutines, %d MiB RSS, %d session processes left.\n",
 		r.baseGoroutines, r.baseRSS/1024, r.endGoroutines, r.endRSS/1024, r.leftProcs)

@@ -52,6 +52,9 @@ func logins(t *testing.T, d *Directory, names ...string) []lookupResult {
 	}
 	close(start)
 	wg.Wait()
+	for _, r := range out {
+		t.Logf("%s: %v after %s", r.name, r.err, r.took.Round(time.Millisecond))
+	}
 	return out
 }
 
@@ -151,7 +154,7 @@ func TestHungFirstServerFailsOver(t *testing.T) {
 			b := slapd.Start(t, slapd.Options{AnonymousRead: anonymous})
 			names := people(t, "p", 8, a, b)
 			cfg := hangConfig(a.PasswordFile, a.URL, b.URL)
-			cfg.CacheTTL, cfg.NegativeTTL = 0, 0 // every login asks LDAP
+			cfg.CacheTTL, cfg.NegativeTTL, cfg.StaleIfError = 0, 0, 0 // every login asks LDAP, and waits for its answer
 			want := func(err error) bool { return err == nil }
 			if anonymous {
 				cfg.BindDN, cfg.BindPasswordFile = "", ""
