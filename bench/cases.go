@@ -170,8 +170,13 @@ type transfer struct {
 // throughput runs each transfer with each cipher variant, reps rounds of
 // A B; only the group's first variant gets a warm-up round.
 func (b *bench) throughput(ctx context.Context, reps int, ts []transfer) error {
+	return b.throughputCiphers(ctx, reps, b.opt.ciphers, ts)
+}
+
+// throughputCiphers is throughput with only the given cipher variants.
+func (b *bench) throughputCiphers(ctx context.Context, reps int, ciphers []string, ts []transfer) error {
 	warm := true
-	for _, cipher := range b.opt.ciphers {
+	for _, cipher := range ciphers {
 		for _, t := range ts {
 			if cipher == dropbearVariant && !t.anyClient {
 				continue
@@ -311,7 +316,7 @@ func (b *bench) fileCopy(kind string, put bool) func(ctx context.Context, s *ser
 			d, err = b.client(ctx, "", "", b.tools.scp, b.sshArgs(cipher, "-q", from, to)...)
 		case "scp -O":
 			d, err = b.client(ctx, "", "", b.tools.scp, b.sshArgs(cipher, "-q", "-O", from, to)...)
-		case "sftp":
+		case "sftp", "sftp builtin":
 			batch := filepath.Join(b.dir, "sftp-batch")
 			line := fmt.Sprintf("put %s %s\n", src, dst)
 			if !put {
@@ -320,7 +325,14 @@ func (b *bench) fileCopy(kind string, put bool) func(ctx context.Context, s *ser
 			if err := os.WriteFile(batch, []byte(line), 0o600); err != nil {
 				return 0, err
 			}
-			d, err = b.client(ctx, "", "", b.tools.sftp, b.sshArgs(cipher, "-q", "-b", batch, s.alias)...)
+			args := []string{"-q", "-b", batch}
+			if kind == "sftp builtin" && s.name == "bastion" {
+				// bastion's own server, as an exec of the bastion binary
+				// (what the sftp subsystem runs when no OpenSSH
+				// sftp-server is installed); OpenSSH keeps its own.
+				args = append(args, "-s", b.bastionBin+" sftp-server")
+			}
+			d, err = b.client(ctx, "", "", b.tools.sftp, b.sshArgs(cipher, append(args, s.alias)...)...)
 		}
 		if err != nil {
 			return 0, err
@@ -341,9 +353,25 @@ func (b *bench) caseSCP(ctx context.Context) error {
 
 func (b *bench) caseSFTP(ctx context.Context) error {
 	b.logf("file transfer: sftp")
-	return b.throughput(ctx, b.reps(2), []transfer{
+	if err := b.throughput(ctx, b.reps(2), []transfer{
 		{id: "sftp-put", group: "sftp", title: "sftp put %s", size: b.fileSize, run: b.fileCopy("sftp", true)},
 		{id: "sftp-get", group: "sftp", title: "sftp get %s", size: b.fileSize, run: b.fileCopy("sftp", false)},
+	}); err != nil {
+		return err
+	}
+	// bastion's built-in sftp-server against OpenSSH's sshd with its own
+	// sftp-server, with the same cipher; set beside the rows above (where
+	// bastion also runs OpenSSH's sftp-server) it isolates the server.
+	b.logf("file transfer: sftp, bastion's built-in sftp-server")
+	same := []string{}
+	for _, c := range b.opt.ciphers {
+		if c == "aes128-gcm@openssh.com" {
+			same = append(same, c)
+		}
+	}
+	return b.throughputCiphers(ctx, b.reps(2), same, []transfer{
+		{id: "sftp-builtin-put", group: "sftp", title: "sftp put %s, bastion's built-in sftp-server", size: b.fileSize, run: b.fileCopy("sftp builtin", true)},
+		{id: "sftp-builtin-get", group: "sftp", title: "sftp get %s, bastion's built-in sftp-server", size: b.fileSize, run: b.fileCopy("sftp builtin", false)},
 	})
 }
 

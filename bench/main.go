@@ -54,7 +54,7 @@ var groups = []struct{ name, help string }{
 	{"login", "ssh host true, whole client process"},
 	{"stream", "512 MiB in (cat > /dev/null) and out (head -c 512M /dev/zero)"},
 	{"scp", "scp (SFTP mode) and scp -O, put and get of a 512 MiB file"},
-	{"sftp", "sftp put and get of a 512 MiB file"},
+	{"sftp", "sftp put and get of a 512 MiB file; also with bastion's built-in sftp-server (aes128-gcm)"},
 	{"forward", "1 GiB through ssh -L to a local sink"},
 	{"handshake", "authenticated connections per second, 32 Go workers, and server CPU"},
 	{"idle", "memory per idle shell session at 500 and 2000 sessions"},

@@ -17,8 +17,10 @@ type SSH struct {
 	HostKeys []string `yaml:"host_keys"`
 	// Banner is printed before authentication, if set.
 	Banner string `yaml:"banner"`
-	// SFTPServer is the sftp-server binary the backend runs for the
-	// "sftp" subsystem.
+	// SFTPServer is the command the backend runs (with the account's
+	// shell) for the "sftp" subsystem. Empty: with the local backend,
+	// OpenSSH's sftp-server from the usual places, else bastion's own;
+	// with the kube backend, /usr/lib/openssh/sftp-server in the image.
 	SFTPServer string `yaml:"sftp_server"`
 	// Ciphers narrows the ciphers offered to a subset of DefaultCiphers.
 	// Empty: all of them, with the AES-GCM steering described in sshd's
@@ -45,8 +47,7 @@ var (
 
 func defaultSSH() SSH {
 	return SSH{
-		Listen:     ":22",
-		SFTPServer: "/usr/lib/openssh/sftp-server",
+		Listen: ":22",
 	}
 }
 
@@ -65,9 +66,6 @@ func (s *SSH) validate(p *Problems, path string) {
 	validateAlgorithms(p, path+".kex", s.Kex, DefaultKex)
 	validateAlgorithms(p, path+".ciphers", s.Ciphers, DefaultCiphers)
 	validateAlgorithms(p, path+".macs", s.MACs, DefaultMACs)
-	if s.SFTPServer == "" {
-		p.Addf(path+".sftp_server", "must be set (path of OpenSSH's sftp-server)")
-	}
 }
 
 // validateAlgorithms checks that every name in list is one of allowed

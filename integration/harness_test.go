@@ -101,6 +101,12 @@ var readyRE = regexp.MustCompile(`ssh -p (\d+) (\S+)@(\S+)`)
 // key. configYAML, if not empty, is passed with --config.
 func startDev(t testing.TB, configYAML string, extraArgs ...string) *server {
 	t.Helper()
+	return startDevEnv(t, nil, configYAML, extraArgs...)
+}
+
+// startDevEnv is startDev with extra environment variables (NAME=value).
+func startDevEnv(t testing.TB, env []string, configYAML string, extraArgs ...string) *server {
+	t.Helper()
 	dir := t.TempDir()
 	key := userKey(t, dir, "id_ed25519")
 	args := []string{"dev", "--listen", "127.0.0.1:0", "--state-dir", filepath.Join(dir, "state"), "--authorized-keys", key + ".pub"}
@@ -112,15 +118,24 @@ func startDev(t testing.TB, configYAML string, extraArgs ...string) *server {
 		args = append(args, "--config", cfg)
 	}
 	args = append(args, extraArgs...)
-	return startBastion(t, dir, key, args...)
+	return startBastionEnv(t, env, dir, key, args...)
 }
 
 // startBastion runs the bastion binary with args and waits until it
 // prints its "Log in with" line.
 func startBastion(t testing.TB, dir, key string, args ...string) *server {
 	t.Helper()
+	return startBastionEnv(t, nil, dir, key, args...)
+}
+
+// startBastionEnv is startBastion with extra environment variables.
+func startBastionEnv(t testing.TB, env []string, dir, key string, args ...string) *server {
+	t.Helper()
 	s := &server{t: t, key: key, dir: dir, done: make(chan struct{})}
 	s.cmd = exec.Command(bastionBinary(t), args...)
+	if env != nil {
+		s.cmd.Env = append(os.Environ(), env...)
+	}
 	s.cmd.Stderr = &lockedWriter{mu: &s.mu, w: &s.logBuf}
 	out, err := s.cmd.StdoutPipe()
 	if err != nil {

@@ -196,6 +196,10 @@ func (s *sessionChan) command(typ string, payload []byte) (kind, command string,
 		if name != "sftp" {
 			return "", "", fmt.Errorf("unknown subsystem %q", name)
 		}
+		if s.c.st.SSH.SFTPServer == "" {
+			// Never run an empty command: that is a login shell.
+			return "", "", errors.New("no sftp server configured (ssh.sftp_server)")
+		}
 		return "sftp", s.c.st.SSH.SFTPServer, nil
 	}
 }

@@ -131,6 +131,7 @@ func cmdDev(args []string, stdout, stderr io.Writer) int {
 		if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
 			host = "127.0.0.1"
 		}
+		lines = append(lines, chooseSFTP(cfg).Line)
 		return append(lines, fmt.Sprintf("bastion dev is ready. Log in with:  ssh -p %s %s@%s", port, me.Name, host))
 	}}
 	var load func() (config.Config, error)

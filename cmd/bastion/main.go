@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"syscall"
 
 	"github.com/bastion-ssh/bastion/config"
+	"github.com/bastion-ssh/bastion/internal/sftpserver"
 	"github.com/bastion-ssh/bastion/sshd"
 )
 
@@ -53,6 +55,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdCheckConfig(args[1:], stdout, stderr)
 	case "images":
 		return cmdImages(args[1:], stdout, stderr)
+	case "sftp-server":
+		// Not in the usage: the sftp subsystem runs it as the account
+		// when there is no OpenSSH sftp-server (see chooseSFTP).
+		return sftpserver.Main(context.Background(), args[1:], os.Stdin, os.Stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintf(stdout, "bastion %s\n", version)
 		return 0

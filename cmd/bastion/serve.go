@@ -66,6 +66,10 @@ func serve(cfg config.Config, load func() (config.Config, error), watched []stri
 		return 1
 	}
 	defer closeBackend() // runs after the server has stopped
+	if su == nil {       // dev prints it with its start-up lines
+		sftp := chooseSFTP(cfg)
+		log.Info(sftp.Line, "command", sftp.Command, "key", "ssh.sftp_server")
+	}
 	srv, err := sshd.New(settingsFrom(cfg, signers), sshd.Deps{Directory: dir, Backend: backend, Audit: auditLog}, log)
 	if err != nil {
 		log.Error("cannot start server", "err", err)
@@ -190,6 +194,7 @@ func reload(load func() (config.Config, error), srv *sshd.Server, log *slog.Logg
 }
 
 func settingsFrom(cfg config.Config, signers sshd.HostKeys) sshd.Settings {
+	cfg.SSH.SFTPServer = chooseSFTP(cfg).Command
 	return sshd.Settings{
 		SSH:         cfg.SSH,
 		Limits:      cfg.Limits,
