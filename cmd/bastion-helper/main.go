@@ -1,0 +1,103 @@
+// Command bastion-helper runs inside shell pods (copied there from
+// bastion's image by an init container); see internal/podhelper. Build it
+// static: CGO_ENABLED=0 go build ./cmd/bastion-helper.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/bastion-ssh/bastion/internal/podhelper"
+	"github.com/bastion-ssh/bastion/internal/sftpserver"
+)
+
+const usage = `usage: bastion-helper <command> [args]
+
+commands (run by bastion through the exec API, not by people):
+  run TOKEN SHELL COMMAND PIDS [NAME=VALUE...]   start a session's process and exit with its status
+  hangup TOKEN                                   end a dropped session as a terminal hang-up does
+  signal TOKEN SIG                               send SIG (TERM, INT...) to the session's process
+  status TOKEN                                   print "SIG CORE" if the session's process was killed by a signal
+  sftp-server [-R] [-d DIR] [-u UMASK]           SFTP on stdin/stdout as the invoking user
+  install DIR                                    copy this binary to DIR/bastion-helper (the pod's init container)
+`
+
+// hangupGrace is how long hung-up processes have before SIGKILL.
+const hangupGrace = 2 * time.Second
+
+func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	need := func(n int) bool {
+		if len(args)-1 != n {
+			fmt.Fprintf(stderr, "bastion-helper %s: want %d arguments\n%s", args[0], n, usage)
+			return false
+		}
+		return true
+	}
+	switch args[0] {
+	case "run":
+		return podhelper.Run(args[1:], stderr)
+	case "hangup":
+		if !need(1) {
+			return 2
+		}
+		ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+		defer cancel()
+		if err := podhelper.Hangup(ctx, "/proc", args[1], hangupGrace); err != nil {
+			fmt.Fprintf(stderr, "bastion-helper hangup: %v\n", err)
+			return 1
+		}
+		return 0
+	case "signal":
+		if !need(2) {
+			return 2
+		}
+		if err := podhelper.Signal("/proc", args[1], args[2]); err != nil {
+			fmt.Fprintf(stderr, "bastion-helper signal: %v\n", err)
+			return 1
+		}
+		return 0
+	case "status":
+		if !need(1) {
+			return 2
+		}
+		s, err := podhelper.Status(args[1])
+		if err != nil {
+			fmt.Fprintf(stderr, "bastion-helper status: %v\n", err)
+			return 1
+		}
+		if s != "" {
+			fmt.Fprintln(stdout, s)
+		}
+		return 0
+	case "sftp-server":
+		ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+		defer cancel()
+		return sftpserver.Main(ctx, args[1:], os.Stdin, os.Stdout, stderr)
+	case "install":
+		if !need(1) {
+			return 2
+		}
+		if err := podhelper.Install(args[1]); err != nil {
+			fmt.Fprintf(stderr, "bastion-helper: %v\n", err)
+			return 1
+		}
+		return 0
+	case "-h", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "bastion-helper: unknown command %q\n%s", args[0], usage)
+		return 2
+	}
+}

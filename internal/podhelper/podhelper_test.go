@@ -1,0 +1,216 @@
+package podhelper
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The test binary doubles as the helper's `run` (in its own session, as
+// the container runtime starts an exec).
+const runEnv = "BASTION_PODHELPER_TEST_RUN"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(runEnv) != "" {
+		os.Exit(Run(os.Args[2:], os.Stderr))
+	}
+	os.Exit(m.Run())
+}
+
+// helperRun starts `run TOKEN args...` as a session leader.
+func helperRun(t *testing.T, home, stdin string, args ...string) (*exec.Cmd, *bytes.Buffer) {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe, append([]string{"run"}, args...)...)
+	cmd.Env = append(os.Environ(), runEnv+"=1", "HOME="+home)
+	cmd.Stdin = strings.NewReader(stdin)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return cmd, &out
+}
+
+func exitCode(err error) int {
+	if ee, ok := err.(*exec.ExitError); ok {
+		return ee.ExitCode()
+	}
+	if err != nil {
+		return -1
+	}
+	return 0
+}
+
+func TestRun(t *testing.T) {
+	home := t.TempDir()
+	for _, c := range []struct {
+		name, command, stdin string
+		env                  []string
+		code                 int
+		out, status          string
+	}{
+		{name: "env and cwd", command: `echo "$BASTION_SESSION|$FOO|$(pwd)"; exit 7`, env: []string{"FOO=bar baz"}, code: 7,
+			out: "tokrun1|bar baz|" + home + "\n"},
+		{name: "login shell", command: "", stdin: "echo $0\n", code: 0, out: "-sh\n"},
+		{name: "TERM", command: "kill -TERM $$", code: 143, status: "TERM 0"},
+		{name: "KILL", command: "kill -KILL $$", code: 137, status: "KILL 0"},
+		{name: "VTALRM", command: "kill -VTALRM $$", code: 154, status: "VTALRM 0"},
+		{name: "exit 143 is not a signal", command: "exit 143", code: 143, status: ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			token := "tokrun1"
+			args := append([]string{token, "/bin/sh", c.command, "50"}, c.env...)
+			cmd, out := helperRun(t, home, c.stdin, args...)
+			code := exitCode(cmd.Wait())
+			if code != c.code {
+				t.Errorf("exit %d, want %d (output %q)", code, c.code, out)
+			}
+			if c.out != "" && out.String() != c.out {
+				t.Errorf("output %q, want %q", out, c.out)
+			}
+			st, err := Status(token)
+			if err != nil || st != c.status {
+				t.Errorf("status %q (%v), want %q", st, err, c.status)
+			}
+			if st, _ := Status(token); st != "" {
+				t.Errorf("status not forgotten: %q", st)
+			}
+		})
+	}
+}
+
+func alive(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	i := bytes.LastIndexByte(b, ')')
+	return i > 0 && len(b) > i+2 && b[i+2] != 'Z'
+}
+
+func readPid(t *testing.T, path string) int {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if b, err := os.ReadFile(path); err == nil && strings.HasSuffix(string(b), "\n") {
+			pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+			if err == nil {
+				return pid
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("no pid in %s", path)
+	return 0
+}
+
+// TestHangup: a dropped session's processes get a hang-up; what ignores
+// it (nohup) or left the session (setsid) lives on; what blocks it is
+// killed after the grace period.
+func TestHangup(t *testing.T) {
+	if _, err := exec.LookPath("perl"); err != nil {
+		t.Skip("perl is not installed (it blocks SIGHUP for the test)")
+	}
+	dir := t.TempDir()
+	token := "tokhangup1"
+	script := `sleep 1000 & echo $! > plain
+nohup sleep 1001 >/dev/null 2>&1 & echo $! > nohup
+setsid sleep 1002 >/dev/null 2>&1 & echo $! > setsid
+perl -MPOSIX -e 'sigprocmask(SIG_BLOCK, POSIX::SigSet->new(SIGHUP)); sleep 1000' & echo $! > blocked
+wait`
+	cmd, out := helperRun(t, dir, "", token, "/bin/sh", script, "0")
+	pid := map[string]int{}
+	for _, name := range []string{"plain", "nohup", "setsid", "blocked"} {
+		pid[name] = readPid(t, filepath.Join(dir, name))
+	}
+	t.Cleanup(func() {
+		for _, p := range pid {
+			_ = syscall.Kill(p, syscall.SIGKILL)
+		}
+	})
+	time.Sleep(200 * time.Millisecond) // let nohup and setsid do their work
+	start := time.Now()
+	if err := Hangup(context.Background(), "/proc", token, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(start)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if code := exitCode(err); code != 128+int(syscall.SIGHUP) {
+			t.Errorf("run exited %d, want %d (the shell hung up); output %q", code, 128+int(syscall.SIGHUP), out)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("run still running after the hang-up")
+	}
+	time.Sleep(100 * time.Millisecond)
+	for name, want := range map[string]bool{"plain": false, "nohup": true, "setsid": true, "blocked": false} {
+		if got := alive(pid[name]); got != want {
+			t.Errorf("%s (pid %d): alive %v, want %v", name, pid[name], got, want)
+		}
+	}
+	if took < 900*time.Millisecond || took > 5*time.Second {
+		t.Errorf("hangup took %s; want the 1s grace for the blocked process", took)
+	}
+	if st, _ := Status(token); st != "HUP 0" {
+		t.Errorf("status %q, want HUP 0", st)
+	}
+}
+
+// TestSignal: an SSH signal request reaches the session's shell (not
+// the helper, which would only pass it on).
+func TestSignal(t *testing.T) {
+	dir := t.TempDir()
+	token := "toksignal1"
+	cmd, out := helperRun(t, dir, "", token, "/bin/sh", `trap 'echo got USR1; exit 3' USR1; echo $$ > ready; while :; do sleep 0.05; done`, "0")
+	readPid(t, filepath.Join(dir, "ready"))
+	if err := Signal("/proc", token, "USR1"); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if code := exitCode(err); code != 3 || out.String() != "got USR1\n" {
+			t.Errorf("exit %d output %q; want 3 and the trap's line", code, out)
+		}
+	case <-time.After(10 * time.Second):
+		_ = cmd.Process.Kill()
+		t.Fatal("the shell did not get USR1")
+	}
+	if err := Signal("/proc", token, "NOSUCH"); err == nil {
+		t.Error("an unknown signal name was accepted")
+	}
+}
+
+func TestInstall(t *testing.T) {
+	dir := t.TempDir()
+	if err := Install(dir); err != nil {
+		t.Fatal(err)
+	}
+	exe, _ := os.Executable()
+	want, _ := os.ReadFile(exe)
+	got, err := os.ReadFile(filepath.Join(dir, "bastion-helper"))
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("installed copy differs (err %v)", err)
+	}
+	if st, _ := os.Stat(filepath.Join(dir, "bastion-helper")); st.Mode().Perm() != 0o755 {
+		t.Errorf("mode %v, want 0755", st.Mode().Perm())
+	}
+	if err := Install(filepath.Join(dir, "missing")); err == nil {
+		t.Error("install into a missing directory succeeded")
+	}
+}
