@@ -375,14 +375,22 @@ func (r *soakRun) logins(ctx context.Context) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	sem := make(chan struct{}, 256)
-	tick := time.NewTicker(time.Duration(float64(time.Second) / r.opt.loginRate))
-	defer tick.Stop()
+	// Paced against the clock, not a ticker (which drops ticks when this
+	// process is not scheduled in time): logins that fell due while it
+	// waited start at once.
+	start, started := time.Now(), 0
+	every := time.Duration(float64(time.Second) / r.opt.loginRate)
 	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
+		due := int(time.Since(start) / every)
+		if started >= due {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(start.Add(time.Duration(started+1) * every).Sub(time.Now())):
+			}
+			continue
 		}
+		started++
 		select {
 		case sem <- struct{}{}:
 		default:
