@@ -140,7 +140,20 @@ wait`
 			_ = syscall.Kill(p, syscall.SIGKILL)
 		}
 	})
-	time.Sleep(200 * time.Millisecond) // let nohup and setsid do their work
+	// Wait until nohup, setsid and perl have done their work (the
+	// processes exec'd into sleep and perl with HUP ignored, in a new
+	// session, and blocked).
+	ready := func() bool {
+		n, ok1 := readProc("/proc", pid["setsid"])
+		b, _ := os.ReadFile("/proc/" + strconv.Itoa(pid["blocked"]) + "/status")
+		return ok1 && n.sid == n.pid && handlesHUP("/proc", pid["nohup"]) &&
+			len(n.args) > 0 && n.args[0] == "sleep" && strings.Contains(string(b), "SigBlk:\t0000000000000001")
+	}
+	for deadline := time.Now().Add(20 * time.Second); !ready(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("nohup, setsid or perl did not get ready in 20s")
+		}
+	}
 	start := time.Now()
 	if err := Hangup(context.Background(), "/proc", token, time.Second); err != nil {
 		t.Fatal(err)
@@ -162,7 +175,7 @@ wait`
 			t.Errorf("%s (pid %d): alive %v, want %v", name, pid[name], got, want)
 		}
 	}
-	if took < 900*time.Millisecond || took > 5*time.Second {
+	if took < 900*time.Millisecond || took > 15*time.Second {
 		t.Errorf("hangup took %s; want the 1s grace for the blocked process", took)
 	}
 	if st, _ := Status(token); st != "HUP 0" {
