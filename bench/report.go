@@ -204,7 +204,7 @@ func (b *bench) markdown(table string) string {
 			keys = append(keys, k)
 		}
 		sort.Strings(keys)
-		sb.WriteString("- **Negotiated by the OpenSSH client:**")
+		sb.WriteString("- **Negotiated** (by OpenSSH's client, or Dropbear's where the variant says so):")
 		for i, k := range keys {
 			if i > 0 {
 				sb.WriteString(";")
