@@ -52,6 +52,20 @@ type Event struct {
 	BytesOut    int64     `json:"bytes_out,omitempty"`
 	DurationMS  int64     `json:"duration_ms,omitempty"`
 	Recording   string    `json:"recording,omitempty"`
+	// Tool is the tool of a user+tool login (auth.success).
+	Tool string `json:"tool,omitempty"`
+	// KeySource is the authorized_keys line (FILE:LINE, or LDAP DN and
+	// position) or the trusted CA that let the user in.
+	KeySource string `json:"key_source,omitempty"`
+	// Restrictions are the key's or certificate's restrictions in force.
+	Restrictions []string `json:"restrictions,omitempty"`
+	// The certificate of a certificate login.
+	CertID        string `json:"cert_id,omitempty"`
+	CertSerial    uint64 `json:"cert_serial,omitempty"`
+	CAFingerprint string `json:"ca_fingerprint,omitempty"`
+	// OriginalCommand is what the client asked for when a forced command
+	// ran instead (session.*).
+	OriginalCommand *string `json:"original_command,omitempty"`
 }
 
 // Log writes events. A nil *Log discards them.

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-
-	"golang.org/x/crypto/ssh"
 )
 
 // Sentinel errors. Directories wrap them; callers decide with errors.Is.
@@ -43,8 +41,9 @@ type User struct {
 	Groups []string
 	// Tools are the tool accounts the user maintains and may become.
 	Tools []string
-	// Keys are the user's SSH public keys.
-	Keys []ssh.PublicKey
+	// Keys are the user's authorized keys, with their options and where
+	// each came from. Keys whose line could not be used are not here.
+	Keys []AuthorizedKey
 }
 
 // Maintains reports whether u may act as tool account tool.

@@ -101,6 +101,10 @@ func (c *Config) resolvePaths(dir string) {
 	for i := range c.SSH.HostKeys {
 		abs(&c.SSH.HostKeys[i])
 	}
+	for i := range c.SSH.TrustedUserCAKeys {
+		abs(&c.SSH.TrustedUserCAKeys[i])
+	}
+	abs(&c.SSH.RevokedKeys)
 	abs(&c.Directory.File)
 	abs(&c.Recording.Dir)
 	if o := c.Audit.Output; o != "stdout" && o != "stderr" {

@@ -31,6 +31,15 @@ type SSH struct {
 	MACs []string `yaml:"macs"`
 	// Kex narrows the key exchanges to a subset of DefaultKex. Empty: all.
 	Kex []string `yaml:"kex"`
+	// TrustedUserCAKeys are files of CA public keys (one per line) whose
+	// user certificates are accepted for the person named in a principal
+	// (OpenSSH's TrustedUserCAKeys). Reloaded when they change.
+	TrustedUserCAKeys []string `yaml:"trusted_user_ca_keys"`
+	// RevokedKeys is an OpenSSH KRL (ssh-keygen -k) or a list of public
+	// keys and SHA256 fingerprints, checked for every key and certificate
+	// (OpenSSH's RevokedKeys). Reloaded when it changes; a file that
+	// cannot be read refuses the config.
+	RevokedKeys string `yaml:"revoked_keys"`
 }
 
 // The algorithms bastion can offer, in the server's order of preference,
@@ -66,6 +75,11 @@ func (s *SSH) validate(p *Problems, path string) {
 	validateAlgorithms(p, path+".kex", s.Kex, DefaultKex)
 	validateAlgorithms(p, path+".ciphers", s.Ciphers, DefaultCiphers)
 	validateAlgorithms(p, path+".macs", s.MACs, DefaultMACs)
+	for i, k := range s.TrustedUserCAKeys {
+		if k == "" {
+			p.Addf(path+".trusted_user_ca_keys["+strconv.Itoa(i)+"]", "empty path")
+		}
+	}
 }
 
 // validateAlgorithms checks that every name in list is one of allowed

@@ -1,13 +1,13 @@
 package sshd
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,11 +40,15 @@ type conn struct {
 	ctx    context.Context
 	cancel context.CancelCauseFunc
 
-	// Set during authentication (by the callback, one goroutine).
+	// During authentication, the callback's state (one goroutine);
+	// after it, what authentication decided (authResult).
 	login     auth.Login
 	user      *auth.User
 	userErr   error
 	authTries int
+	account   auth.Account      // the account every channel acts as
+	grant     *auth.Grant       // the key or certificate that let the user in
+	restrict  auth.Restrictions // enforced in every channel
 
 	sc *ssh.ServerConn
 
@@ -100,15 +104,35 @@ func (c *conn) serve(parent context.Context) {
 	_ = c.nc.SetDeadline(time.Time{})
 	c.sc = sc
 	defer sc.Close()
+	res, _ := sc.Permissions.ExtraData[authResultKey{}].(*authResult)
+	if res == nil {
+		c.log.Error("authenticated without an authentication result; closing")
+		return
+	}
+	c.login, c.user, c.account, c.grant = res.login, res.user, res.account, res.grant
+	c.restrict = c.grant.Restrictions
 	fp := sc.Permissions.Extensions["fp"]
 	c.log = c.log.With("user", sc.User())
 	algs := negotiated(sc)
-	c.log.Info("login", "fingerprint", fp, "account", c.accountName(), "client", string(sc.ClientVersion()),
-		"kex", algs.KeyExchange, "cipher", algs.Read.Cipher, "mac", algs.Read.MAC, "host_key", algs.HostKey)
+	ev := audit.Event{Type: audit.AuthSuccess, Conn: c.id, Remote: c.nc.RemoteAddr().String(),
+		User: c.login.User, Account: c.account.Name, Method: "publickey", Fingerprint: fp,
+		Kex: algs.KeyExchange, Cipher: algs.Read.Cipher, MAC: algs.Read.MAC, HostKey: algs.HostKey,
+		KeySource: c.grant.Source, Restrictions: c.restrict.Summary()}
+	if c.login.Tool != "" {
+		ev.Tool = c.login.Tool
+	}
+	logArgs := []any{"fingerprint", fp, "account", c.account.Name, "key_source", c.grant.Source, "client", string(sc.ClientVersion()),
+		"kex", algs.KeyExchange, "cipher", algs.Read.Cipher, "mac", algs.Read.MAC, "host_key", algs.HostKey}
+	if ci := c.grant.Cert; ci != nil {
+		ev.CertID, ev.CertSerial, ev.CAFingerprint = ci.KeyID, ci.Serial, ci.CAFingerprint
+		logArgs = append(logArgs, "cert_id", ci.KeyID, "cert_serial", ci.Serial, "ca", ci.CAFingerprint)
+	}
+	if r := ev.Restrictions; len(r) > 0 {
+		logArgs = append(logArgs, "restrictions", strings.Join(r, ","))
+	}
+	c.log.Info("login", logArgs...)
 	ops.AuthAttempts.WithLabelValues("publickey", "success").Inc()
-	c.srv.audit.Emit(audit.Event{Type: audit.AuthSuccess, Conn: c.id, Remote: c.nc.RemoteAddr().String(),
-		User: c.login.User, Account: c.accountName(), Method: "publickey", Fingerprint: fp,
-		Kex: algs.KeyExchange, Cipher: algs.Read.Cipher, MAC: algs.Read.MAC, HostKey: algs.HostKey})
+	c.srv.audit.Emit(ev)
 	c.touch()
 
 	stopTimers := c.startTimers()
@@ -143,13 +167,6 @@ func (c *conn) serve(parent context.Context) {
 	}
 	c.wg.Wait()
 	c.log.Info("disconnect", "bytes_in", c.bytesIn.Load(), "bytes_out", c.bytesOut.Load())
-}
-
-func (c *conn) accountName() string {
-	if c.login.Tool != "" {
-		return c.login.Tool
-	}
-	return c.login.User
 }
 
 func (c *conn) logHandshakeError(err error) {
@@ -250,20 +267,16 @@ func (c *conn) publicKey(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permiss
 		c.authFailed(meta.User(), fp, "invalid_name", "invalid user name")
 		return nil, errDenied
 	}
-	if c.user == nil || c.login.User != login.User {
+	if c.user == nil || c.user.Name != login.User {
 		ctx, cancel := context.WithTimeout(c.ctx, lookupTimeout)
 		u, err := c.srv.dir.LookupUser(ctx, login.User)
 		cancel()
 		if err != nil {
 			c.userErr = fmt.Errorf("lookup %s: %w", login.User, err)
 			c.log.Info("authentication failed", "user", login.User, "fingerprint", fp, "reason", err.Error())
-			switch {
-			case errors.Is(err, auth.ErrUnavailable):
-				c.authFailed(login.User, fp, "unavailable", err.Error())
-				return nil, &ssh.BannerError{Err: err, Message: "bastion: " + auth.UserMessage(err) + "\r\n"}
-			case errors.Is(err, auth.ErrBlocked):
-				c.authFailed(login.User, fp, "blocked", err.Error())
-				return nil, &ssh.BannerError{Err: err, Message: "bastion: " + auth.UserMessage(err) + "\r\n"}
+			if berr := bannerFor(err); berr != nil {
+				c.authFailed(login.User, fp, resultFor(err), err.Error())
+				return nil, berr
 			}
 			c.authFailed(login.User, fp, "denied", err.Error())
 			return nil, errDenied
@@ -271,16 +284,66 @@ func (c *conn) publicKey(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permiss
 		c.user = u
 	}
 	c.login = login
-	wire := key.Marshal()
-	for _, k := range c.user.Keys {
-		if bytes.Equal(k.Marshal(), wire) {
-			return &ssh.Permissions{Extensions: map[string]string{"fp": fp}}, nil
-		}
+	u := c.user
+	grant, err := c.st.Trust.Authenticate(u, login, key, c.src, time.Now())
+	if err != nil {
+		c.userErr = fmt.Errorf("%s: %w", login.User, err)
+		reason := strings.TrimPrefix(err.Error(), auth.ErrKeyRefused.Error()+": ")
+		c.log.Info("authentication failed", "user", login.User, "fingerprint", fp, "reason", reason)
+		c.authFailed(login.User, fp, "denied", reason)
+		return nil, errDenied
 	}
-	c.userErr = fmt.Errorf("key %s is not one of %s's keys", fp, login.User)
-	c.log.Info("authentication failed", "user", login.User, "fingerprint", fp, "reason", "key not authorized")
-	c.authFailed(login.User, fp, "denied", "key not authorized")
-	return nil, errDenied
+	// A tool login is decided here, not when a channel opens: a person
+	// who may not act as the tool gets the same refusal as a wrong key
+	// (the reason goes to the audit log only).
+	ctx, cancel := context.WithTimeout(c.ctx, lookupTimeout)
+	acct, err := auth.ActAs(ctx, c.srv.dir, u, login.Tool)
+	cancel()
+	if err != nil {
+		c.userErr = fmt.Errorf("%s: %w", meta.User(), err)
+		c.log.Info("authentication failed", "user", login.User, "tool", login.Tool, "fingerprint", fp, "reason", err.Error())
+		if berr := bannerFor(err); berr != nil {
+			c.authFailed(login.User, fp, resultFor(err), err.Error())
+			return nil, berr
+		}
+		c.authFailed(login.User, fp, "denied", err.Error())
+		return nil, errDenied
+	}
+	// The result travels with the key in the Permissions: x/crypto
+	// caches a query's answer and uses it for the signed attempt, which
+	// may come after other users or keys were tried on this connection.
+	return &ssh.Permissions{
+		Extensions: map[string]string{"fp": fp},
+		ExtraData:  map[any]any{authResultKey{}: &authResult{login: login, user: u, account: acct, grant: grant}},
+	}, nil
+}
+
+// authResultKey keys the authResult in ssh.Permissions.ExtraData.
+type authResultKey struct{}
+
+// authResult is what authentication decided for a connection.
+type authResult struct {
+	login   auth.Login
+	user    *auth.User
+	account auth.Account // the user's own, or the tool of user+tool
+	grant   *auth.Grant
+}
+
+// bannerFor returns the error that tells the client in one line why the
+// directory cannot answer, or nil for errors that must look like a wrong
+// key.
+func bannerFor(err error) error {
+	if errors.Is(err, auth.ErrUnavailable) || errors.Is(err, auth.ErrBlocked) {
+		return &ssh.BannerError{Err: err, Message: "bastion: " + auth.UserMessage(err) + "\r\n"}
+	}
+	return nil
+}
+
+func resultFor(err error) string {
+	if errors.Is(err, auth.ErrBlocked) {
+		return "blocked"
+	}
+	return "unavailable"
 }
 
 // authFailed counts and audits one failed attempt. result is the bounded

@@ -40,25 +40,31 @@ func (c *conn) handleDirectTCPIP(nch ssh.NewChannel) {
 		return
 	}
 	dest := net.JoinHostPort(m.Host, strconv.Itoa(int(m.Port)))
-	log := c.log.With("kind", "forward", "destination", dest)
-	if c.login.Tool != "" {
-		// A tool login forwards as the tool; keep the same policy.
-		log = log.With("account", c.login.Tool)
+	log := c.log.With("kind", "forward", "destination", dest, "account", c.account.Name)
+	// deny is the one path for a forward refused by policy: the key's
+	// restrictions, forwarding.allow, or the backend's own rules.
+	deny := func(reason, msg string) {
+		log.Warn("forward denied", "reason", reason)
+		ops.Forwards.WithLabelValues("denied").Inc()
+		c.srv.audit.Emit(audit.Event{Type: audit.ForwardDeny, Conn: c.id, User: c.login.User, Account: c.account.Name,
+			Destination: dest, Reason: reason})
+		_ = nch.Reject(ssh.Prohibited, msg)
+	}
+	if err := c.restrict.AllowsOpen(m.Host, m.Port); err != nil {
+		deny(err.Error(), "bastion: forwarding to "+dest+" is not allowed: "+err.Error())
+		return
 	}
 	addr, err := dest, error(nil)
 	if cn, ok := c.srv.backend.(clusterNames); !ok || !cn.InCluster(m.Host) {
 		addr, err = allowForward(c.ctx, c.st.rules, m.Host, m.Port)
 	}
 	if err != nil {
-		log.Warn("forward denied", "reason", err.Error())
-		ops.Forwards.WithLabelValues("denied").Inc()
-		c.srv.audit.Emit(audit.Event{Type: audit.ForwardDeny, Conn: c.id, User: c.login.User, Account: c.accountName(),
-			Destination: dest, Reason: err.Error()})
-		_ = nch.Reject(ssh.Prohibited, "bastion: forwarding to "+dest+" is not allowed: "+err.Error())
+		deny(err.Error(), "bastion: forwarding to "+dest+" is not allowed: "+err.Error())
 		return
 	}
 	ctx, cancel := context.WithTimeout(c.ctx, dialTimeout)
-	req := session.Request{User: c.user, Account: c.user.Account}
+	// The forward acts as the login's account: the tool of alice+tool.
+	req := session.Request{User: c.user, Account: c.account}
 	upstream, err := c.srv.backend.Dial(ctx, req, "tcp", addr)
 	cancel()
 	if err != nil {
@@ -67,11 +73,7 @@ func (c *conn) handleDirectTCPIP(nch ssh.NewChannel) {
 			msg = "bastion: " + um
 		}
 		if errors.Is(err, session.ErrForbidden) {
-			log.Warn("forward denied", "reason", err.Error())
-			ops.Forwards.WithLabelValues("denied").Inc()
-			c.srv.audit.Emit(audit.Event{Type: audit.ForwardDeny, Conn: c.id, User: c.login.User, Account: c.accountName(),
-				Destination: dest, Reason: err.Error()})
-			_ = nch.Reject(ssh.Prohibited, msg)
+			deny(err.Error(), msg)
 			return
 		}
 		log.Warn("forward failed", "err", err)
@@ -94,14 +96,14 @@ func (c *conn) handleDirectTCPIP(nch ssh.NewChannel) {
 	ops.Forwards.WithLabelValues("opened").Inc()
 	active := ops.SessionsActive.WithLabelValues(c.st.BackendName, "forward")
 	active.Inc()
-	c.srv.audit.Emit(audit.Event{Type: audit.ForwardOpen, Conn: c.id, User: c.login.User, Account: c.accountName(), Destination: dest})
+	c.srv.audit.Emit(audit.Event{Type: audit.ForwardOpen, Conn: c.id, User: c.login.User, Account: c.account.Name, Destination: dest})
 	start := time.Now()
 	in, out := c.splice(ch, upstream)
 	wg.Wait()
 	active.Dec()
 	d := time.Since(start)
 	log.Info("forward close", "bytes_in", in, "bytes_out", out, "duration", d.Round(time.Millisecond))
-	c.srv.audit.Emit(audit.Event{Type: audit.ForwardClose, Conn: c.id, User: c.login.User, Account: c.accountName(),
+	c.srv.audit.Emit(audit.Event{Type: audit.ForwardClose, Conn: c.id, User: c.login.User, Account: c.account.Name,
 		Destination: dest, BytesIn: in, BytesOut: out, DurationMS: d.Milliseconds()})
 }
 

@@ -30,6 +30,9 @@ type Settings struct {
 	Forwarding config.Forwarding
 	HostKeys   HostKeys
 	Recording  config.Recording
+	// Trust holds the user CAs and revocations (ssh.trusted_user_ca_keys,
+	// ssh.revoked_keys); nil trusts no CA and revokes nothing.
+	Trust *auth.Trust
 	// BackendName labels sessions in logs ("local", "kube").
 	BackendName string
 }

@@ -86,6 +86,10 @@ func (c *conn) handleSession(nch ssh.NewChannel) {
 			if started || s.tty != nil {
 				break
 			}
+			if c.restrict.NoPTY {
+				s.log.Info("pty refused", "reason", "no-pty")
+				break
+			}
 			p, err := parsePtyRequest(req.Payload)
 			if err != nil {
 				s.log.Info("bad pty-req", "err", err)
@@ -132,6 +136,17 @@ func (c *conn) handleSession(nch ssh.NewChannel) {
 				s.log.Info("session request refused", "type", req.Type, "err", err)
 				break
 			}
+			// A forced command (command= of the key, force-command of
+			// the certificate) replaces whatever was asked: a shell, a
+			// command, scp, rsync, become or sftp. What was asked goes
+			// into SSH_ORIGINAL_COMMAND, as OpenSSH does.
+			var original *string
+			if r := c.restrict; r.HasForceCommand {
+				if req.Type != "shell" {
+					original = &command
+				}
+				kind, command = "exec", r.ForceCommand
+			}
 			started = true
 			s.resize = make(chan session.WindowSize, 1)
 			s.signals = make(chan session.Signal, 4)
@@ -143,13 +158,19 @@ func (c *conn) handleSession(nch ssh.NewChannel) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				s.run(ctx, kind, command)
+				s.run(ctx, kind, command, original)
 			}()
 			continue
 		case "x11-req":
 			s.log.Info("x11 forwarding refused")
 		case "auth-agent-req@openssh.com":
-			s.log.Info("agent forwarding refused")
+			// Refused for every key; no-agent-forwarding changes nothing
+			// but the log line.
+			reason := "not supported"
+			if c.restrict.NoAgentForwarding {
+				reason = "no-agent-forwarding"
+			}
+			s.log.Info("agent forwarding refused", "reason", reason)
 		}
 		if req.WantReply {
 			_ = req.Reply(ok, nil)
@@ -233,52 +254,47 @@ func (s *sessionChan) tell(msg string) {
 	_, _ = io.WriteString(s.ch.Stderr(), nl+"bastion: "+msg+nl)
 }
 
-// resolveAccount decides which account the process runs as: the user,
-// the tool of a user+tool login, or the tool of `become TOOL [CMD]`.
+// resolveAccount decides which account the process runs as: the login's
+// (the user, or the tool of a user+tool login, decided at
+// authentication), or the tool of `become TOOL [CMD]` (auth.ActAs).
 func (s *sessionChan) resolveAccount(ctx context.Context, kind, command string) (acct auth.Account, cmd string, err error) {
 	c := s.c
-	u := c.user
-	tool := c.login.Tool
-	cmd = command
-	if kind == "become" {
-		f := strings.Fields(command)
-		if len(f) < 2 {
-			return acct, "", errors.New("usage: become TOOL [COMMAND...]")
-		}
-		if tool != "" {
-			return acct, "", fmt.Errorf("you are already logged in as tool %s", tool)
-		}
-		tool = f[1]
-		rest := strings.TrimSpace(strings.TrimPrefix(command, "become"))
-		cmd = strings.TrimSpace(strings.TrimPrefix(rest, tool))
-		if err := auth.ValidName(tool); err != nil {
-			return acct, "", fmt.Errorf("%q is not a valid tool name", tool)
-		}
+	if kind != "become" {
+		return c.account, command, nil
 	}
-	if tool == "" {
-		return u.Account, cmd, nil
+	f := strings.Fields(command)
+	if len(f) < 2 {
+		return acct, "", errors.New("usage: become TOOL [COMMAND...]")
+	}
+	if c.login.Tool != "" {
+		return acct, "", fmt.Errorf("you are already logged in as tool %s", c.login.Tool)
+	}
+	tool := f[1]
+	rest := strings.TrimSpace(strings.TrimPrefix(command, "become"))
+	cmd = strings.TrimSpace(strings.TrimPrefix(rest, tool))
+	if err := auth.ValidName(tool); err != nil {
+		return acct, "", fmt.Errorf("%q is not a valid tool name", tool)
 	}
 	lctx, cancel := context.WithTimeout(ctx, lookupTimeout)
 	defer cancel()
-	ta, err := c.srv.dir.LookupTool(lctx, tool)
+	u := c.user
+	ta, err := auth.ActAs(lctx, c.srv.dir, u, tool)
 	switch {
 	case errors.Is(err, auth.ErrNotFound):
 		return acct, "", fmt.Errorf("%s: no such tool; check the name", tool)
+	case errors.Is(err, auth.ErrNotMaintainer):
+		return acct, "", fmt.Errorf("%s is not a maintainer of tool %s", u.Name, tool)
 	case err != nil:
 		s.log.Warn("tool lookup failed", "tool", tool, "err", err)
 		return acct, "", errors.New(auth.UserMessage(err))
-	case !u.Maintains(tool):
-		return acct, "", fmt.Errorf("%s is not a maintainer of tool %s", u.Name, tool)
 	}
-	if kind == "become" {
-		s.log.Info("become", "tool", tool)
-		c.srv.audit.Emit(audit.Event{Type: audit.Become, Conn: c.id, User: u.Name, Account: ta.Name, Command: audit.Str(cmd)})
-	}
-	return *ta, cmd, nil
+	s.log.Info("become", "tool", tool)
+	c.srv.audit.Emit(audit.Event{Type: audit.Become, Conn: c.id, User: u.Name, Account: ta.Name, Command: audit.Str(cmd)})
+	return ta, cmd, nil
 }
 
 // run starts the process and reports how it ended.
-func (s *sessionChan) run(ctx context.Context, kind, command string) {
+func (s *sessionChan) run(ctx context.Context, kind, command string, original *string) {
 	c := s.c
 	start := time.Now()
 	acct, command, err := s.resolveAccount(ctx, kind, command)
@@ -296,6 +312,9 @@ func (s *sessionChan) run(ctx context.Context, kind, command string) {
 	if local != nil && remote != nil {
 		env["SSH_CONNECTION"] = fmt.Sprintf("%s %d %s %d", remote.IP, remote.Port, local.IP, local.Port)
 		env["SSH_CLIENT"] = fmt.Sprintf("%s %d %d", remote.IP, remote.Port, local.Port)
+	}
+	if original != nil {
+		env["SSH_ORIGINAL_COMMAND"] = *original
 	}
 	var stdout io.Writer = &countingWriter{w: s.ch, s: s}
 	var recPath string
@@ -322,11 +341,15 @@ func (s *sessionChan) run(ctx context.Context, kind, command string) {
 		Stderr: &countingWriter{w: s.ch.Stderr(), s: s},
 	}
 	log := s.log.With("kind", kind, "account", acct.Name)
-	log.Info("session start", "command", command, "pty", s.tty != nil)
+	logArgs := []any{"command", command, "pty", s.tty != nil}
+	if original != nil {
+		logArgs = append(logArgs, "forced", true, "original_command", *original)
+	}
+	log.Info("session start", logArgs...)
 	backend := c.st.BackendName
 	ops.SessionsActive.WithLabelValues(backend, kind).Inc()
 	c.srv.audit.Emit(audit.Event{Type: audit.SessionStart, Conn: c.id, User: c.login.User, Account: acct.Name,
-		Kind: kind, Command: audit.Str(command), Recording: recPath})
+		Kind: kind, Command: audit.Str(command), OriginalCommand: original, Recording: recPath})
 
 	st, err := c.srv.backend.Run(ctx, req)
 	cut := context.Cause(ctx)
@@ -351,7 +374,7 @@ func (s *sessionChan) run(ctx context.Context, kind, command string) {
 	log.Info("session end", "exit_status", st.Code, "signal", string(st.Signal),
 		"duration", d.Round(time.Millisecond), "bytes_in", in, "bytes_out", out)
 	ev := audit.Event{Type: audit.SessionEnd, Conn: c.id, User: c.login.User, Account: acct.Name, Kind: kind,
-		Command: audit.Str(command), Signal: string(st.Signal), BytesIn: in, BytesOut: out, DurationMS: d.Milliseconds()}
+		Command: audit.Str(command), OriginalCommand: original, Signal: string(st.Signal), BytesIn: in, BytesOut: out, DurationMS: d.Milliseconds()}
 	if byBastion {
 		ev.Reason = msg
 	} else {

@@ -33,6 +33,7 @@ type Directory struct {
 
 	fetches atomic.Int64 // lookups that went to LDAP, for tests
 	blocked atomic.Bool  // the kill-switch file existed at the last lookup
+	keyWarn auth.KeyWarnings
 }
 
 var _ auth.Directory = (*Directory)(nil)

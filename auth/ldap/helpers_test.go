@@ -2,6 +2,7 @@ package ldap
 
 import (
 	"bytes"
+	"github.com/bastion-ssh/bastion/auth"
 	"log/slog"
 	"os"
 	"strconv"
@@ -88,10 +89,10 @@ func newDirectory(t testing.TB, cfg config.LDAP) (*Directory, *logs) {
 	return d, l
 }
 
-func keyStrings(keys []ssh.PublicKey) []string {
+func keyStrings(keys []auth.AuthorizedKey) []string {
 	var out []string
 	for _, k := range keys {
-		out = append(out, strings.TrimSpace(string(ssh.MarshalAuthorizedKey(k))))
+		out = append(out, strings.TrimSpace(string(ssh.MarshalAuthorizedKey(k.Key))))
 	}
 	return out
 }

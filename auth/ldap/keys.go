@@ -5,16 +5,18 @@ import (
 	"fmt"
 	"log/slog"
 
-	"golang.org/x/crypto/ssh"
+	"github.com/bastion-ssh/bastion/auth"
 )
 
-// parseKeys parses the sshPublicKey values of user: one key per value, or
-// several lines in one value (blank lines and # comments ignored). A line
-// that does not parse, or that carries authorized_keys options (which the
-// bastion would not enforce), is skipped with a warning naming the user
-// and the position; the other keys still work.
-func parseKeys(log *slog.Logger, user string, values [][]byte) []ssh.PublicKey {
-	var keys []ssh.PublicKey
+// parseKeys parses the sshPublicKey values of the entry dn of user: one
+// key per value, or several lines in one value (blank lines and #
+// comments ignored), each an authorized_keys line whose options are
+// honoured as in a file (auth.ParseAuthorizedKey). A line that does not
+// parse, or that carries an option bastion does not implement, is
+// skipped (fail closed) and logged once with the DN and the position;
+// the other keys still work.
+func parseKeys(log *slog.Logger, warn *auth.KeyWarnings, user, dn string, values [][]byte) []auth.AuthorizedKey {
+	var keys []auth.AuthorizedKey
 	for i, v := range values {
 		lines := bytes.Split(v, []byte("\n"))
 		for j, line := range lines {
@@ -26,19 +28,13 @@ func parseKeys(log *slog.Logger, user string, values [][]byte) []ssh.PublicKey {
 			if len(lines) > 1 {
 				pos = fmt.Sprintf("sshPublicKey[%d] line %d", i, j+1)
 			}
-			key, _, options, rest, err := ssh.ParseAuthorizedKey(line)
-			switch {
-			case err != nil:
-				log.Warn("ldap: skipping an SSH key that does not parse", "user", user, "position", pos, "err", err)
-			case len(options) > 0:
-				log.Warn("ldap: skipping an SSH key with authorized_keys options (not supported)", "user", user, "position", pos,
-					"fingerprint", ssh.FingerprintSHA256(key))
-			case len(bytes.TrimSpace(rest)) > 0:
-				log.Warn("ldap: skipping an SSH key followed by more text", "user", user, "position", pos,
-					"fingerprint", ssh.FingerprintSHA256(key))
-			default:
-				keys = append(keys, key)
+			src := dn + " " + pos
+			k, err := auth.ParseAuthorizedKey(line, src)
+			if err != nil {
+				warn.Warn(log.With("user", user, "dn", dn, "position", pos), src, line, err)
+				continue
 			}
+			keys = append(keys, k)
 		}
 	}
 	return keys

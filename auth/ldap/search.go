@@ -112,7 +112,7 @@ func (d *Directory) fetchUser(ctx context.Context, name string) (*auth.User, err
 	}
 	acct.Name = name
 	u := &auth.User{Account: *acct}
-	u.Keys = parseKeys(d.log, name, e.GetRawAttributeValues("sshPublicKey"))
+	u.Keys = parseKeys(d.log, &d.keyWarn, name, e.DN, e.GetRawAttributeValues("sshPublicKey"))
 	if len(u.Keys) == 0 {
 		d.log.Warn("ldap user has no usable SSH key", "user", name, "dn", e.DN)
 	}

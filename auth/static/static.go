@@ -12,7 +12,6 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/crypto/ssh"
 	"gopkg.in/yaml.v3"
 
 	"github.com/bastion-ssh/bastion/auth"
@@ -58,6 +57,10 @@ type Directory struct {
 	users map[string]*User
 	tools map[string]*Tool
 
+	// inline holds each user's parsed keys: lines, parsed once.
+	inline map[string][]auth.AuthorizedKey
+	warn   auth.KeyWarnings
+
 	mu       sync.Mutex
 	keyCache map[string]keyFileEntry // path → parsed keys
 }
@@ -65,7 +68,7 @@ type Directory struct {
 type keyFileEntry struct {
 	mtime time.Time
 	size  int64
-	keys  []ssh.PublicKey
+	keys  []auth.AuthorizedKey
 }
 
 // Load reads a users file.
@@ -80,11 +83,15 @@ func Load(path string, log *slog.Logger) (*Directory, error) {
 	if err := dec.Decode(&f); err != nil {
 		return nil, fmt.Errorf("users file %s: %w", path, err)
 	}
-	return New(f, log)
+	return newDirectory(f, path, log)
 }
 
 // New validates f and returns a Directory.
 func New(f File, log *slog.Logger) (*Directory, error) {
+	return newDirectory(f, "users file", log)
+}
+
+func newDirectory(f File, path string, log *slog.Logger) (*Directory, error) {
 	if f.ToolPrefix == "" {
 		f.ToolPrefix = "tools."
 	}
@@ -93,6 +100,7 @@ func New(f File, log *slog.Logger) (*Directory, error) {
 		file:     f,
 		users:    make(map[string]*User),
 		tools:    make(map[string]*Tool),
+		inline:   make(map[string][]auth.AuthorizedKey),
 		keyCache: make(map[string]keyFileEntry),
 	}
 	for i := range f.Users {
@@ -104,6 +112,15 @@ func New(f File, log *slog.Logger) (*Directory, error) {
 			return nil, fmt.Errorf("users[%d] (%s): home is required", i, u.Name)
 		}
 		d.users[u.Name] = u
+		for j, line := range u.Keys {
+			src := fmt.Sprintf("%s users[%d].keys[%d]", path, i, j)
+			k, err := auth.ParseAuthorizedKey([]byte(line), src)
+			if err != nil {
+				d.warn.Warn(log.With("user", u.Name), src, []byte(line), err)
+				continue
+			}
+			d.inline[u.Name] = append(d.inline[u.Name], k)
+		}
 	}
 	for i := range f.Tools {
 		t := &f.Tools[i]
@@ -130,14 +147,7 @@ func (d *Directory) LookupUser(_ context.Context, name string) (*auth.User, erro
 			out.Tools = append(out.Tools, tool)
 		}
 	}
-	for i, line := range u.Keys {
-		k, _, _, _, err := ssh.ParseAuthorizedKey([]byte(line))
-		if err != nil {
-			d.log.Warn("skipping unparseable key", "user", u.Name, "key_index", i, "err", err)
-			continue
-		}
-		out.Keys = append(out.Keys, k)
-	}
+	out.Keys = append(out.Keys, d.inline[u.Name]...)
 	for _, pattern := range u.KeyFiles {
 		paths, err := filepath.Glob(pattern)
 		if err != nil {
@@ -162,7 +172,7 @@ func (d *Directory) LookupTool(_ context.Context, name string) (*auth.Account, e
 
 // keyFile returns the keys in an authorized_keys file, re-reading it only
 // when it changed.
-func (d *Directory) keyFile(path string) []ssh.PublicKey {
+func (d *Directory) keyFile(path string) []auth.AuthorizedKey {
 	st, err := os.Stat(path)
 	if err != nil {
 		d.log.Warn("cannot read key file", "file", path, "err", err)
@@ -173,7 +183,7 @@ func (d *Directory) keyFile(path string) []ssh.PublicKey {
 	if e, ok := d.keyCache[path]; ok && e.mtime.Equal(st.ModTime()) && e.size == st.Size() {
 		return e.keys
 	}
-	keys, err := ReadAuthorizedKeys(path, d.log)
+	keys, err := ReadAuthorizedKeys(path, func(src string, line []byte, err error) { d.warn.Warn(d.log, src, line, err) })
 	if err != nil {
 		d.log.Warn("cannot read key file", "file", path, "err", err)
 		return nil
@@ -182,25 +192,27 @@ func (d *Directory) keyFile(path string) []ssh.PublicKey {
 	return keys
 }
 
-// ReadAuthorizedKeys parses an authorized_keys file. Malformed lines are
-// skipped with a warning naming the file and line.
-func ReadAuthorizedKeys(path string, log *slog.Logger) ([]ssh.PublicKey, error) {
+// ReadAuthorizedKeys parses an authorized_keys file with its options.
+// A line that cannot be used (malformed, or with an option bastion does
+// not implement) is skipped and reported to warn with its "FILE:LINE".
+func ReadAuthorizedKeys(path string, warn func(source string, line []byte, err error)) ([]auth.AuthorizedKey, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	var keys []ssh.PublicKey
+	var keys []auth.AuthorizedKey
 	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 0, 64*1024), 1024*1024)
+	sc.Buffer(make([]byte, 0, 64*1024), auth.MaxKeyLine)
 	for line := 1; sc.Scan(); line++ {
-		text := strings.TrimSpace(sc.Text())
-		if text == "" || strings.HasPrefix(text, "#") {
+		text := bytes.TrimSpace(sc.Bytes())
+		if len(text) == 0 || text[0] == '#' {
 			continue
 		}
-		k, _, _, _, err := ssh.ParseAuthorizedKey([]byte(text))
+		src := fmt.Sprintf("%s:%d", path, line)
+		k, err := auth.ParseAuthorizedKey(text, src)
 		if err != nil {
-			log.Warn("skipping malformed authorized key line", "file", path, "line", line, "err", err)
+			warn(src, text, err)
 			continue
 		}
 		keys = append(keys, k)

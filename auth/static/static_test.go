@@ -23,7 +23,7 @@ func TestLookup(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	kf := filepath.Join(dir, "authorized_keys")
-	os.WriteFile(kf, []byte("# comment\n\n"+key1+"\nthis is not a key\n"+key2+"\n"), 0o600)
+	os.WriteFile(kf, []byte("# comment\n\n"+key1+"\nthis is not a key\n"+key2+"\n"+`tunnel="0" `+key2+"\n"), 0o600)
 	var logs bytes.Buffer
 	d, err := New(File{
 		Users: []User{{Name: "alice", UID: 1000, GID: 1000, Home: "/home/alice", Shell: "/bin/sh",
@@ -40,10 +40,15 @@ func TestLookup(t *testing.T) {
 	if len(u.Keys) != 2 || !u.Maintains("mytool") || u.Maintains("wheel") {
 		t.Fatalf("user %+v", u)
 	}
-	for _, want := range []string{"file=" + kf, "line=4", "key_index=0"} {
+	for _, want := range []string{"source=" + kf + ":4 ", "source=" + kf + ":6 ", "does not implement", `source="users file users[0].keys[0]"`} {
 		if !strings.Contains(logs.String(), want) {
 			t.Errorf("log does not name %q:\n%s", want, logs.String())
 		}
+	}
+	// Looked up again: the skipped lines are not logged again.
+	n := strings.Count(logs.String(), "\n")
+	if _, err := d.LookupUser(context.Background(), "alice"); err != nil || strings.Count(logs.String(), "\n") != n {
+		t.Errorf("second lookup: %v; log:\n%s", err, logs.String())
 	}
 	if _, err := d.LookupUser(context.Background(), "bob"); !errors.Is(err, auth.ErrNotFound) {
 		t.Errorf("unknown user: %v", err)

@@ -11,6 +11,7 @@ import (
 	"runtime/debug"
 	"syscall"
 
+	"github.com/bastion-ssh/bastion/auth"
 	"github.com/bastion-ssh/bastion/config"
 	"github.com/bastion-ssh/bastion/internal/sftpserver"
 	"github.com/bastion-ssh/bastion/sshd"
@@ -144,6 +145,9 @@ func checkConfig(cfg *config.Config) error {
 			errs = append(errs, fmt.Errorf("ssh.host_keys[%d]: %w", i, err))
 		}
 	}
+	if _, err := loadTrust(cfg.SSH); err != nil {
+		errs = append(errs, err)
+	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("invalid config:\n%w", err)
 	}
@@ -168,4 +172,30 @@ func listenHint(err error, key string) string {
 		return err.Error() + " (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
 	}
 	return err.Error()
+}
+
+// loadTrust reads ssh.trusted_user_ca_keys and ssh.revoked_keys. Every
+// problem is reported with its key path.
+func loadTrust(c config.SSH) (*auth.Trust, error) {
+	t := &auth.Trust{}
+	var errs []error
+	for i, p := range c.TrustedUserCAKeys {
+		if p == "" {
+			continue
+		}
+		cas, err := auth.LoadCAKeys(p)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("ssh.trusted_user_ca_keys[%d]: %w", i, err))
+			continue
+		}
+		t.CAs = append(t.CAs, cas...)
+	}
+	if c.RevokedKeys != "" {
+		r, err := auth.LoadRevocations(c.RevokedKeys)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("ssh.revoked_keys: %w", err))
+		}
+		t.Revoked = r
+	}
+	return t, errors.Join(errs...)
 }

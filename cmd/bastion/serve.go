@@ -12,6 +12,7 @@ import (
 	"syscall"
 
 	"github.com/bastion-ssh/bastion/audit"
+	"github.com/bastion-ssh/bastion/auth"
 	"github.com/bastion-ssh/bastion/config"
 	"github.com/bastion-ssh/bastion/ops"
 	"github.com/bastion-ssh/bastion/sshd"
@@ -48,6 +49,11 @@ func serve(cfg config.Config, load func() (config.Config, error), watched []stri
 		log.Error("cannot load host keys", "key", "ssh.host_keys", "err", err)
 		return 1
 	}
+	trust, err := loadTrust(cfg.SSH)
+	if err != nil {
+		log.Error("cannot load user CA keys or revoked keys", "err", err)
+		return 1
+	}
 	auditLog, err := audit.Open(cfg.Audit.Output, log)
 	if err != nil {
 		log.Error("cannot open the audit log", "key", "audit.output", "err", err)
@@ -70,7 +76,7 @@ func serve(cfg config.Config, load func() (config.Config, error), watched []stri
 		sftp := chooseSFTP(cfg)
 		log.Info(sftp.Line, "command", sftp.Command, "key", "ssh.sftp_server")
 	}
-	srv, err := sshd.New(settingsFrom(cfg, signers), sshd.Deps{Directory: dir, Backend: backend, Audit: auditLog}, log)
+	srv, err := sshd.New(settingsFrom(cfg, signers, trust), sshd.Deps{Directory: dir, Backend: backend, Audit: auditLog}, log)
 	if err != nil {
 		log.Error("cannot start server", "err", err)
 		return 1
@@ -120,7 +126,7 @@ func serve(cfg config.Config, load func() (config.Config, error), watched []stri
 		}
 	}
 	changed := make(chan struct{}, 1)
-	w, err := watchFiles(ctx, watched, cfg.SSH.HostKeys, log, changed)
+	w, err := watchFiles(ctx, watched, trustFiles(cfg.SSH), log, changed)
 	if err != nil {
 		log.Warn("cannot watch config and key files; reload with SIGHUP", "err", err)
 	} else {
@@ -180,8 +186,12 @@ func reload(load func() (config.Config, error), srv *sshd.Server, log *slog.Logg
 	if err == nil {
 		var signers sshd.HostKeys
 		signers, err = sshd.LoadHostKeys(cfg.SSH.HostKeys)
+		var trust *auth.Trust
 		if err == nil {
-			err = srv.Reload(settingsFrom(cfg, signers))
+			trust, err = loadTrust(cfg.SSH)
+		}
+		if err == nil {
+			err = srv.Reload(settingsFrom(cfg, signers, trust))
 		}
 	}
 	if err != nil {
@@ -193,9 +203,21 @@ func reload(load func() (config.Config, error), srv *sshd.Server, log *slog.Logg
 	log.Info("config reloaded", "trigger", why)
 }
 
-func settingsFrom(cfg config.Config, signers sshd.HostKeys) sshd.Settings {
+// trustFiles are the key files a reload re-reads when they change: host
+// keys, user CA keys and the revoked-keys file.
+func trustFiles(c config.SSH) []string {
+	files := append([]string{}, c.HostKeys...)
+	files = append(files, c.TrustedUserCAKeys...)
+	if c.RevokedKeys != "" {
+		files = append(files, c.RevokedKeys)
+	}
+	return files
+}
+
+func settingsFrom(cfg config.Config, signers sshd.HostKeys, trust *auth.Trust) sshd.Settings {
 	cfg.SSH.SFTPServer = chooseSFTP(cfg).Command
 	return sshd.Settings{
+		Trust:       trust,
 		SSH:         cfg.SSH,
 		Limits:      cfg.Limits,
 		Forwarding:  cfg.Forwarding,
