@@ -238,8 +238,17 @@ func TestLDAPLogin(t *testing.T) {
 			wantOut: "tools.mytool " + w.homes + "/project/mytool\n" + w.homes + "/project/mytool\n"},
 		{name: "user+tool login with the other form", login: "bob+mytool", key: "bob-1", args: []string{"--", "echo $USER"},
 			wantOut: "tools.mytool\n"},
+		// Tool logins are decided at authentication: a tool the person
+		// does not maintain, or that does not exist, is refused like a
+		// wrong key.
 		{name: "user+tool login, not a maintainer", login: "carol+mytool", key: "carol-1", args: []string{"--", "echo $USER"},
-			wantCode: 1, wantErr: "carol is not a maintainer of tool mytool"},
+			wantCode: 255, wantErr: "Permission denied"},
+		{name: "user+tool login, another's tool", login: "alice+othertool", key: "alice-1", args: []string{"--", "echo $USER"},
+			wantCode: 255, wantErr: "Permission denied"},
+		{name: "user+tool login, no such tool", login: "alice+nosuchtool", key: "alice-1", args: []string{"--", "echo $USER"},
+			wantCode: 255, wantErr: "Permission denied"},
+		{name: "user+tool login, tool group without account", login: "alice+ghosttool", key: "alice-1", args: []string{"--", "echo $USER"},
+			wantCode: 255, wantErr: "Permission denied"},
 		{name: "user+tool login with a wrong key", login: "alice+mytool", key: "bob-1", args: []string{"--", "true"},
 			wantCode: 255, wantErr: "Permission denied"},
 	}

@@ -21,8 +21,10 @@ import (
 	"go.uber.org/goleak"
 	"golang.org/x/crypto/ssh"
 
+	"github.com/bastion-ssh/bastion/audit"
 	"github.com/bastion-ssh/bastion/auth"
 	"github.com/bastion-ssh/bastion/config"
+	"github.com/bastion-ssh/bastion/session"
 	"github.com/bastion-ssh/bastion/session/local"
 )
 
@@ -85,6 +87,23 @@ func (s *syncBuf) String() string {
 
 func newFixture(t testing.TB, mutate func(*Settings)) *fixture {
 	t.Helper()
+	return newFixtureWith(t, fixtureOpts{mutate: mutate})
+}
+
+// fixtureOpts are the seams of a fixture beyond its settings; each is
+// applied before the server starts.
+type fixtureOpts struct {
+	mutate func(*Settings)
+	// keys replaces the user's authorized keys; pub is the fixture's key.
+	keys func(pub ssh.PublicKey) []auth.AuthorizedKey
+	// wrap wraps the local backend (e.g. to record Dial calls).
+	wrap  func(session.Backend) session.Backend
+	audit *syncBuf
+}
+
+func newFixtureWith(t testing.TB, o fixtureOpts) *fixture {
+	t.Helper()
+	mutate := o.mutate
 	me, err := user.Current()
 	if err != nil {
 		t.Fatal(err)
@@ -116,7 +135,17 @@ func newFixture(t testing.TB, mutate func(*Settings)) *fixture {
 	logs := &syncBuf{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	backend := local.New(log)
-	srv, err := New(st, Deps{Directory: dir, Backend: backend}, log)
+	if o.keys != nil {
+		dir.users[me.Username].Keys = o.keys(signer.PublicKey())
+	}
+	deps := Deps{Directory: dir, Backend: backend}
+	if o.wrap != nil {
+		deps.Backend = o.wrap(backend)
+	}
+	if o.audit != nil {
+		deps.Audit = audit.New(o.audit, log)
+	}
+	srv, err := New(st, deps, log)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -143,7 +143,8 @@ func (c *conn) handleSession(nch ssh.NewChannel) {
 			var original *string
 			if r := c.restrict; r.HasForceCommand {
 				if req.Type != "shell" {
-					original = &command
+					asked := command
+					original = &asked
 				}
 				kind, command = "exec", r.ForceCommand
 			}
