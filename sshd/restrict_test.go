@@ -154,7 +154,7 @@ func TestForcedCommandAndNoPTY(t *testing.T) {
 	auditLog := &syncBuf{}
 	f := newFixtureWith(t, fixtureOpts{audit: auditLog, keys: func(pub ssh.PublicKey) []auth.AuthorizedKey {
 		return []auth.AuthorizedKey{keyLine(t, `command="echo forced:\"$SSH_ORIGINAL_COMMAND\"",no-pty,no-port-forwarding`, pub)}
-	}})
+	}, mutate: func(s *Settings) { s.SSH.SFTPServer = "/usr/lib/openssh/sftp-server" }})
 	c := f.dial(t, f.user)
 	defer c.Close()
 	for _, tt := range []struct {
