@@ -6,8 +6,10 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
 	"sync"
 	"time"
+	"unicode/utf8"
 )
 
 // Event types.
@@ -110,6 +112,7 @@ func (l *Log) Emit(e Event) {
 	if e.Time.IsZero() {
 		e.Time = l.now().UTC()
 	}
+	e.clip()
 	b, err := json.Marshal(e)
 	if err != nil {
 		l.log.Error("audit event not encodable", "event", e.Type, "err", err)
@@ -137,3 +140,35 @@ func Str(s string) *string { return &s }
 
 // Int returns a pointer to n, for Event.ExitStatus.
 func Int(n int) *int { return &n }
+
+// Longest strings an event carries, in bytes: a command line, any other
+// field. Longer ones (from clients: user names, commands, destinations)
+// are cut with a marker saying how long they were.
+const (
+	maxCommand = 4096
+	maxField   = 256
+)
+
+func (e *Event) clip() {
+	for _, f := range []*string{&e.Conn, &e.Remote, &e.User, &e.Account, &e.Method, &e.Fingerprint,
+		&e.Kind, &e.Cluster, &e.Namespace, &e.Pod, &e.Image, &e.Destination, &e.Signal} {
+		*f = cut(*f, maxField)
+	}
+	e.Reason = cut(e.Reason, maxCommand)
+	e.Recording = cut(e.Recording, maxCommand)
+	if e.Command != nil && len(*e.Command) > maxCommand {
+		e.Command = Str(cut(*e.Command, maxCommand))
+	}
+}
+
+// cut is internal/clip.String (audit imports no bastion package).
+func cut(s string, max int) string {
+	if len(s) <= max {
+		return s
+	}
+	n := max
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…(cut, " + strconv.Itoa(len(s)) + " bytes)"
+}

@@ -56,3 +56,25 @@ func TestFields(t *testing.T) {
 	var nilLog *Log
 	nilLog.Emit(Event{Type: AuthSuccess}) // must not panic
 }
+
+// A 260 KB user name or command costs a few hundred bytes of audit log,
+// and says how long it was.
+func TestLongStringsAreCut(t *testing.T) {
+	t.Parallel()
+	var buf bytes.Buffer
+	l := New(&buf, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	long := strings.Repeat("é", 131072) // 262144 bytes
+	l.Emit(Event{Type: AuthFailure, User: long, Reason: long, Destination: long, Command: Str(long)})
+	if buf.Len() > 2*maxCommand+3*maxField+500 {
+		t.Fatalf("event of %d bytes", buf.Len())
+	}
+	var e map[string]any
+	if err := json.Unmarshal(buf.Bytes(), &e); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"user", "reason", "destination", "command"} {
+		if s, _ := e[k].(string); !strings.HasSuffix(s, "…(cut, 262144 bytes)") {
+			t.Errorf("%s: %.80q…, want the cut marker", k, s)
+		}
+	}
+}

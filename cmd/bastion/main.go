@@ -13,6 +13,7 @@ import (
 
 	"github.com/bastion-ssh/bastion/auth"
 	"github.com/bastion-ssh/bastion/config"
+	"github.com/bastion-ssh/bastion/internal/clip"
 	"github.com/bastion-ssh/bastion/internal/sftpserver"
 	"github.com/bastion-ssh/bastion/sshd"
 )
@@ -158,10 +159,13 @@ func newLogger(c config.Log, w io.Writer) *slog.Logger {
 	var lvl slog.Level
 	_ = lvl.UnmarshalText([]byte(c.Level))
 	opts := &slog.HandlerOptions{Level: lvl}
+	var h slog.Handler = slog.NewJSONHandler(w, opts)
 	if c.Format == "text" {
-		return slog.New(slog.NewTextHandler(w, opts))
+		h = slog.NewTextHandler(w, opts)
 	}
-	return slog.New(slog.NewJSONHandler(w, opts))
+	// Whatever a client sent that reaches a log line is cut there too,
+	// besides where sshd logs it (a bounded log whatever the caller).
+	return slog.New(clip.Handler(h, clip.Attr))
 }
 
 func listenHint(err error, key string) string {
