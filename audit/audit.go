@@ -14,16 +14,19 @@ import (
 
 // Event types.
 const (
-	AuthSuccess  = "auth.success"
-	AuthFailure  = "auth.failure"
-	SessionStart = "session.start"
-	SessionEnd   = "session.end"
-	Become       = "become"
-	ForwardOpen  = "forward.open"
-	ForwardClose = "forward.close"
-	ForwardDeny  = "forward.deny"
-	PodCreated   = "pod.created"
-	PodReaped    = "pod.reaped"
+	AuthSuccess = "auth.success"
+	AuthFailure = "auth.failure"
+	// AuthFailureSummary counts a source's failed attempts that were not
+	// recorded one by one (more than 10 a minute).
+	AuthFailureSummary = "auth.failure.summary"
+	SessionStart       = "session.start"
+	SessionEnd         = "session.end"
+	Become             = "become"
+	ForwardOpen        = "forward.open"
+	ForwardClose       = "forward.close"
+	ForwardDeny        = "forward.deny"
+	PodCreated         = "pod.created"
+	PodReaped          = "pod.reaped"
 )
 
 // Event is one audit record. Empty fields are omitted.
@@ -68,6 +71,8 @@ type Event struct {
 	// OriginalCommand is what the client asked for when a forced command
 	// ran instead (session.*).
 	OriginalCommand *string `json:"original_command,omitempty"`
+	// Count is how many events a summary stands for (auth.failure.summary).
+	Count int `json:"count,omitempty"`
 }
 
 // Log writes events. A nil *Log discards them.
@@ -146,18 +151,26 @@ func Int(n int) *int { return &n }
 // are cut with a marker saying how long they were.
 const (
 	maxCommand = 4096
-	maxField   = 256
+	maxField   = 512
 )
 
 func (e *Event) clip() {
 	for _, f := range []*string{&e.Conn, &e.Remote, &e.User, &e.Account, &e.Method, &e.Fingerprint,
-		&e.Kind, &e.Cluster, &e.Namespace, &e.Pod, &e.Image, &e.Destination, &e.Signal} {
+		&e.Kind, &e.Cluster, &e.Namespace, &e.Pod, &e.Image, &e.Destination, &e.Signal, &e.Tool, &e.CertID,
+		&e.CAFingerprint} {
 		*f = cut(*f, maxField)
 	}
 	e.Reason = cut(e.Reason, maxCommand)
 	e.Recording = cut(e.Recording, maxCommand)
+	e.KeySource = cut(e.KeySource, maxCommand)
 	if e.Command != nil && len(*e.Command) > maxCommand {
 		e.Command = Str(cut(*e.Command, maxCommand))
+	}
+	if e.OriginalCommand != nil && len(*e.OriginalCommand) > maxCommand {
+		e.OriginalCommand = Str(cut(*e.OriginalCommand, maxCommand))
+	}
+	for i, r := range e.Restrictions {
+		e.Restrictions[i] = cut(r, maxCommand)
 	}
 }
 

@@ -119,10 +119,21 @@ type Limits struct {
 	LoginGraceTime time.Duration `yaml:"login_grace_time"`
 	// MaxAuthTries per connection.
 	MaxAuthTries int `yaml:"max_auth_tries"`
-	// MaxStartups caps concurrent unauthenticated connections.
-	MaxStartups int `yaml:"max_startups"`
-	// MaxConnsPerSource caps concurrent connections from one IP address.
+	// MaxStartups caps concurrent unauthenticated connections, with
+	// OpenSSH's random early drop ("start:rate:full", or one number).
+	MaxStartups Startups `yaml:"max_startups"`
+	// PerSourceMaxStartups caps concurrent unauthenticated connections
+	// from one IP address (OpenSSH's PerSourceMaxStartups).
+	PerSourceMaxStartups int `yaml:"per_source_max_startups"`
+	// MaxConnsPerSource caps concurrent connections (logged in or not)
+	// from one IP address; many users may share one NAT address.
 	MaxConnsPerSource int `yaml:"max_conns_per_source"`
+	// Penalties refuse sources that misbehave before logging in.
+	Penalties Penalties `yaml:"penalties"`
+	// MaxEnvVars and MaxEnvBytes cap a session's accepted env requests
+	// (names plus values); beyond them requests are refused.
+	MaxEnvVars  int `yaml:"max_env_vars"`
+	MaxEnvBytes int `yaml:"max_env_bytes"`
 	// MaxSessionsPerConn caps session channels per connection.
 	MaxSessionsPerConn int `yaml:"max_sessions_per_conn"`
 	// MaxSessionsPerUser caps session channels per user across connections.
@@ -143,18 +154,22 @@ type Limits struct {
 
 func defaultLimits() Limits {
 	return Limits{
-		LoginGraceTime:     30 * time.Second,
-		MaxAuthTries:       6,
-		MaxStartups:        100,
-		MaxConnsPerSource:  50,
-		MaxSessionsPerConn: 10,
-		MaxSessionsPerUser: 50,
-		MaxChannelsPerConn: 64,
-		KeepaliveInterval:  30 * time.Second,
-		KeepaliveCountMax:  3,
-		IdleTimeout:        0,
-		MaxSessionDuration: 0,
-		ShutdownGrace:      30 * time.Second,
+		LoginGraceTime:       30 * time.Second,
+		MaxAuthTries:         6,
+		MaxStartups:          Startups{Begin: 50, Rate: 30, Full: 100},
+		PerSourceMaxStartups: 10,
+		MaxConnsPerSource:    50,
+		Penalties:            defaultPenalties(),
+		MaxEnvVars:           64,
+		MaxEnvBytes:          64 << 10,
+		MaxSessionsPerConn:   10,
+		MaxSessionsPerUser:   50,
+		MaxChannelsPerConn:   64,
+		KeepaliveInterval:    30 * time.Second,
+		KeepaliveCountMax:    3,
+		IdleTimeout:          0,
+		MaxSessionDuration:   0,
+		ShutdownGrace:        30 * time.Second,
 	}
 }
 
@@ -173,8 +188,12 @@ func (l *Limits) validate(p *Problems, path string) {
 		p.Addf(path+".login_grace_time", "must be positive, not %s", l.LoginGraceTime)
 	}
 	pos("max_auth_tries", l.MaxAuthTries)
-	pos("max_startups", l.MaxStartups)
+	l.MaxStartups.validate(p, path+".max_startups")
+	pos("per_source_max_startups", l.PerSourceMaxStartups)
 	pos("max_conns_per_source", l.MaxConnsPerSource)
+	l.Penalties.validate(p, path+".penalties")
+	pos("max_env_vars", l.MaxEnvVars)
+	pos("max_env_bytes", l.MaxEnvBytes)
 	pos("max_sessions_per_conn", l.MaxSessionsPerConn)
 	pos("max_sessions_per_user", l.MaxSessionsPerUser)
 	pos("max_channels_per_conn", l.MaxChannelsPerConn)

@@ -33,9 +33,15 @@ var (
 	ConnectionsActive   = gaugeVec("connections_active", "Open SSH connections.")
 	ConnectionsTotal    = counterVec("connections_total", "SSH connections accepted.")
 	ConnectionsRejected = counterVec("connections_rejected_total",
-		"Connections refused before authentication, by reason (max_startups, max_conns_per_source, shutting_down).", "reason")
+		"Connections refused before authentication, by reason (max_startups: at the full mark; max_startups_random: OpenSSH's random early drop between start and full; per_source_max_startups; max_conns_per_source; penalty: the source is penalised; shutting_down).", "reason")
 	AuthAttempts = counterVec("auth_attempts_total",
-		"Authentication attempts by method and result (success, denied, unavailable, blocked, invalid_name).", "method", "result")
+		"Authentication attempts by method and result (success, denied, unavailable, blocked, invalid_name, too_many).", "method", "result")
+	Penalties = counterVec("penalties_total",
+		"Penalties added to source addresses, by reason (auth_failure, no_auth, grace_exceeded, protocol_error).", "reason")
+	PenalisedSources = gaugeVec("penalised_sources",
+		"Source addresses whose new connections are refused by a penalty (active penalties).")
+	AuthFailureLogsSuppressed = counterVec("auth_failure_logs_suppressed_total",
+		"Failed authentication attempts not logged or audited one by one, because their source was over the per-minute burst (summarised instead).")
 )
 
 // Sessions and traffic.

@@ -4,18 +4,21 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/crypto/ssh"
 
 	"github.com/bastion-ssh/bastion/audit"
 	"github.com/bastion-ssh/bastion/auth"
+	"github.com/bastion-ssh/bastion/internal/clip"
 	"github.com/bastion-ssh/bastion/ops"
 )
 
@@ -96,9 +99,9 @@ func (c *conn) serve(parent context.Context) {
 	hc, hello := peekHello(hc, grace)
 	sc, chans, reqs, err := ssh.NewServerConn(hc, c.serverConfig(hello))
 	stopQuickAck()
-	c.srv.authenticated() // no longer counts against max_startups
+	c.srv.authenticated(c.src) // no longer counts against max_startups
 	if err != nil {
-		c.logHandshakeError(err)
+		c.srv.penalise(c.st, c.src, c.nc.RemoteAddr().String(), c.logHandshakeError(err))
 		return
 	}
 	_ = c.nc.SetDeadline(time.Time{})
@@ -121,7 +124,7 @@ func (c *conn) serve(parent context.Context) {
 	if c.login.Tool != "" {
 		ev.Tool = c.login.Tool
 	}
-	logArgs := []any{"fingerprint", fp, "account", c.account.Name, "key_source", c.grant.Source, "client", string(sc.ClientVersion()),
+	logArgs := []any{"fingerprint", fp, "account", c.account.Name, "key_source", c.grant.Source, "client", clip.String(string(sc.ClientVersion()), clip.Name),
 		"kex", algs.KeyExchange, "cipher", algs.Read.Cipher, "mac", algs.Read.MAC, "host_key", algs.HostKey}
 	if ci := c.grant.Cert; ci != nil {
 		ev.CertID, ev.CertSerial, ev.CAFingerprint = ci.KeyID, ci.Serial, ci.CAFingerprint
@@ -169,15 +172,26 @@ func (c *conn) serve(parent context.Context) {
 	c.log.Info("disconnect", "bytes_in", c.bytesIn.Load(), "bytes_out", c.bytesOut.Load())
 }
 
-func (c *conn) logHandshakeError(err error) {
+// logHandshakeError logs why a connection ended before logging in and
+// returns the penalty reason for its source.
+func (c *conn) logHandshakeError(err error) (penalty string) {
 	var ne net.Error
+	var authErr *ssh.ServerAuthError
 	switch {
 	case errors.As(err, &ne) && ne.Timeout():
-		c.log.Info("login grace time exceeded", "limit", c.st.Limits.LoginGraceTime)
-	case c.userErr != nil:
-		c.log.Info("authentication failed", "user", c.login.User, "err", c.userErr)
+		if c.srv.logs.allow("grace", c.src) {
+			c.log.Info("login grace time exceeded", "limit", c.st.Limits.LoginGraceTime)
+		}
+		return penaltyGraceExceeded
+	case c.authTries > 0 || errors.As(err, &authErr) && len(authErr.Errors) > 0:
+		c.log.Debug("connection ended without logging in", "user", clip.String(c.login.User, clip.Name), "err", c.userErr)
+		return penaltyAuthFailure
+	case errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, net.ErrClosed):
+		c.log.Debug("closed before authenticating", "err", err)
+		return penaltyNoAuth
 	default:
 		c.log.Debug("handshake failed", "err", err)
+		return penaltyProtocolError
 	}
 }
 
@@ -209,7 +223,10 @@ func (c *conn) closeAfterSessions() {
 	}
 }
 
-// notify writes msg to every open session of the connection.
+// notify writes msg to every open session of the connection, each in a
+// goroutine owned by the connection, and returns at once: a session
+// whose client does not read has a full window, and the write then waits
+// until the connection closes.
 func (c *conn) notify(msg string) {
 	c.mu.Lock()
 	ss := make([]*sessionChan, 0, len(c.sessions))
@@ -218,7 +235,7 @@ func (c *conn) notify(msg string) {
 	}
 	c.mu.Unlock()
 	for _, s := range ss {
-		s.tell(msg)
+		c.goTracked(func() { s.tell(msg) })
 	}
 }
 
@@ -233,7 +250,15 @@ func (c *conn) serverConfig(hello *clientHello) *ssh.ServerConfig {
 			Ciphers:      algs.ciphers,
 			MACs:         algs.macs,
 		},
-		MaxAuthTries:      st.Limits.MaxAuthTries,
+		// x/crypto does not count the first MaxAuthTries failed key
+		// queries; publicKey counts every key offered, as OpenSSH does,
+		// and refuses every key past max_auth_tries. With half the limit
+		// here, x/crypto sends OpenSSH's disconnect ("too many
+		// authentication failures", reason 2) when a client that asks
+		// before signing (OpenSSH, x/crypto) has had max_auth_tries keys
+		// refused; a client that signs without asking (paramiko) is cut
+		// after half as many.
+		MaxAuthTries:      (st.Limits.MaxAuthTries + 1) / 2,
 		ServerVersion:     serverVersion,
 		PublicKeyCallback: c.publicKey,
 	}
@@ -257,13 +282,12 @@ func (c *conn) publicKey(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permiss
 	c.authTries++
 	if c.authTries > c.st.Limits.MaxAuthTries {
 		c.userErr = fmt.Errorf("too many authentication attempts (limit %d)", c.st.Limits.MaxAuthTries)
-		c.log.Info("too many authentication attempts; disconnecting", "limit", c.st.Limits.MaxAuthTries)
-		c.nc.Close()
+		c.authFailed(meta.User(), fp, "too_many", "too many authentication attempts")
 		return nil, errDenied
 	}
 	login, err := auth.ParseLogin(meta.User())
 	if err != nil {
-		c.userErr = fmt.Errorf("invalid user name %q: %w", meta.User(), err)
+		c.userErr = fmt.Errorf("invalid user name %q: %w", clip.String(meta.User(), clip.Name), err)
 		c.authFailed(meta.User(), fp, "invalid_name", "invalid user name")
 		return nil, errDenied
 	}
@@ -273,7 +297,6 @@ func (c *conn) publicKey(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permiss
 		cancel()
 		if err != nil {
 			c.userErr = fmt.Errorf("lookup %s: %w", login.User, err)
-			c.log.Info("authentication failed", "user", login.User, "fingerprint", fp, "reason", err.Error())
 			if berr := bannerFor(err); berr != nil {
 				c.authFailed(login.User, fp, resultFor(err), err.Error())
 				return nil, berr
@@ -289,7 +312,6 @@ func (c *conn) publicKey(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permiss
 	if err != nil {
 		c.userErr = fmt.Errorf("%s: %w", login.User, err)
 		reason := strings.TrimPrefix(err.Error(), auth.ErrKeyRefused.Error()+": ")
-		c.log.Info("authentication failed", "user", login.User, "fingerprint", fp, "reason", reason)
 		c.authFailed(login.User, fp, "denied", reason)
 		return nil, errDenied
 	}
@@ -301,7 +323,6 @@ func (c *conn) publicKey(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permiss
 	cancel()
 	if err != nil {
 		c.userErr = fmt.Errorf("%s: %w", meta.User(), err)
-		c.log.Info("authentication failed", "user", login.User, "tool", login.Tool, "fingerprint", fp, "reason", err.Error())
 		if berr := bannerFor(err); berr != nil {
 			c.authFailed(login.User, fp, resultFor(err), err.Error())
 			return nil, berr
@@ -346,10 +367,16 @@ func resultFor(err error) string {
 	return "unavailable"
 }
 
-// authFailed counts and audits one failed attempt. result is the bounded
-// metric label; reason is the detail for the audit log.
+// authFailed counts, logs and audits one failed attempt. result is the
+// bounded metric label; reason is the detail for the logs. Past the
+// first few a minute from one source, attempts are summarised instead
+// (Server.reportSuppressed).
 func (c *conn) authFailed(user, fp, result, reason string) {
 	ops.AuthAttempts.WithLabelValues("publickey", result).Inc()
+	if !c.srv.logs.allow("auth", c.src) {
+		return
+	}
+	c.log.Info("authentication failed", "user", clip.String(user, clip.Name), "fingerprint", fp, "reason", reason)
 	c.srv.audit.Emit(audit.Event{Type: audit.AuthFailure, Conn: c.id, Remote: c.nc.RemoteAddr().String(),
 		User: user, Method: "publickey", Fingerprint: fp, Reason: reason})
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/bastion-ssh/bastion/audit"
 	"github.com/bastion-ssh/bastion/config"
+	"github.com/bastion-ssh/bastion/internal/clip"
 	"github.com/bastion-ssh/bastion/ops"
 	"github.com/bastion-ssh/bastion/session"
 )
@@ -33,10 +34,22 @@ const dialTimeout = 10 * time.Second
 
 // handleDirectTCPIP serves `ssh -L`: a destination the policy allows is
 // dialled through the backend and bytes are copied both ways.
+// maxHostLen bounds a forward's destination name (a DNS name is at most
+// 253 bytes).
+const maxHostLen = 255
+
 func (c *conn) handleDirectTCPIP(nch ssh.NewChannel) {
 	m, err := parseDirectTCPIP(nch.ExtraData())
 	if err != nil {
 		_ = nch.Reject(ssh.ConnectionFailed, "malformed forwarding request")
+		return
+	}
+	if len(m.Host) > maxHostLen {
+		// No DNS name or address is this long; refusing here keeps the
+		// name out of every log line and message below.
+		c.log.Info("forward refused", "reason", "destination name too long", "destination", clip.String(m.Host, clip.Name))
+		ops.Forwards.WithLabelValues("denied").Inc()
+		_ = nch.Reject(ssh.Prohibited, fmt.Sprintf("bastion: destination name longer than %d bytes", maxHostLen))
 		return
 	}
 	dest := net.JoinHostPort(m.Host, strconv.Itoa(int(m.Port)))

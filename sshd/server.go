@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -39,7 +40,8 @@ type Settings struct {
 
 type settings struct {
 	Settings
-	rules []config.ForwardRule
+	rules  []config.ForwardRule
+	exempt []netip.Prefix // Limits.Penalties.Exempt
 }
 
 // Deps are the server's collaborators.
@@ -66,8 +68,14 @@ type Server struct {
 	perSource map[netip.Addr]int
 	perUser   map[string]int
 	unauth    int
-	draining  bool
-	connWG    sync.WaitGroup
+	// unauthPerSource counts a source's connections not yet logged in.
+	unauthPerSource map[netip.Addr]int
+	penalties       penaltyBox
+	draining        bool
+	connWG          sync.WaitGroup
+
+	// logs bounds the log lines and audit events repeated per source.
+	logs *logLimiter
 
 	seq atomic.Uint64
 }
@@ -83,7 +91,10 @@ func New(st Settings, deps Deps, log *slog.Logger) (*Server, error) {
 		conns:     make(map[*conn]struct{}),
 		perSource: make(map[netip.Addr]int),
 		perUser:   make(map[string]int),
+
+		unauthPerSource: make(map[netip.Addr]int),
 	}
+	s.logs = newLogLimiter(logBurst, logWindow, s.reportSuppressed)
 	if err := s.Reload(st); err != nil {
 		return nil, err
 	}
@@ -100,7 +111,11 @@ func (s *Server) Reload(st Settings) error {
 	if err != nil {
 		return fmt.Errorf("forwarding.allow: %w", err)
 	}
-	s.cur.Store(&settings{Settings: st, rules: rules})
+	exempt, err := st.Limits.Penalties.ExemptPrefixes()
+	if err != nil {
+		return fmt.Errorf("limits.penalties.%w", err)
+	}
+	s.cur.Store(&settings{Settings: st, rules: rules, exempt: exempt})
 	return nil
 }
 
@@ -151,29 +166,45 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 }
 
-// admit applies the pre-authentication caps and starts the connection's
-// goroutine tree.
+// admit applies the pre-authentication caps (admission.go) and starts
+// the connection's goroutine tree.
 func (s *Server) admit(ctx context.Context, nc net.Conn) {
 	st := s.settings()
 	src := remoteAddr(nc)
+	lim := st.Limits
 	s.mu.Lock()
-	reason := ""
+	reason, detail := "", ""
+	if why, ok := s.penalties.refused(lim.Penalties, st.exempt, src, time.Now()); ok {
+		reason, detail = refusePenalty, why
+	}
 	switch {
+	case reason != "":
 	case s.draining:
-		reason = "shutting_down"
-	case s.unauth >= st.Limits.MaxStartups:
-		reason = "max_startups"
-	case s.perSource[src] >= st.Limits.MaxConnsPerSource:
-		reason = "max_conns_per_source"
+		reason = refuseDraining
+	case s.unauth >= lim.MaxStartups.Full:
+		reason = refuseStartupsFull
+	case s.unauthPerSource[src] >= lim.PerSourceMaxStartups:
+		reason = refusePerSourceUnauth
+	case s.perSource[src] >= lim.MaxConnsPerSource:
+		reason = refusePerSource
+	case earlyDrop(s.unauth, lim.MaxStartups, rollPercent):
+		reason = refuseStartupsRandom
 	}
 	if reason != "" {
 		s.mu.Unlock()
 		ops.ConnectionsRejected.WithLabelValues(reason).Inc()
-		s.log.Warn("connection refused", "remote", nc.RemoteAddr().String(), "reason", reason)
+		if s.logs.allow("refused", src) {
+			s.log.Warn("connection refused", "remote", nc.RemoteAddr().String(), "reason", reason, "detail", detail)
+		}
+		// Like OpenSSH, say so before closing (a fresh socket's buffer
+		// takes it without blocking).
+		_ = nc.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+		_, _ = io.WriteString(nc, refusedBanner)
 		nc.Close()
 		return
 	}
 	s.unauth++
+	s.unauthPerSource[src]++
 	s.perSource[src]++
 	c := newConn(s, nc, src, st)
 	s.conns[c] = struct{}{}
@@ -195,10 +226,55 @@ func (s *Server) admit(ctx context.Context, nc net.Conn) {
 	}()
 }
 
-func (s *Server) authenticated() {
+// authenticated is called once per connection when its handshake ends,
+// logged in or not: it no longer counts against max_startups.
+func (s *Server) authenticated(src netip.Addr) {
 	s.mu.Lock()
 	s.unauth--
+	if s.unauthPerSource[src]--; s.unauthPerSource[src] <= 0 {
+		delete(s.unauthPerSource, src)
+	}
 	s.mu.Unlock()
+}
+
+// penalise adds a penalty of the given reason to src (nothing while
+// draining: those connections ended by bastion's doing).
+func (s *Server) penalise(st *settings, src netip.Addr, remote, reason string) {
+	pc := st.Limits.Penalties
+	d := map[string]time.Duration{
+		penaltyAuthFailure: pc.AuthFailure, penaltyNoAuth: pc.NoAuth,
+		penaltyGraceExceeded: pc.GraceExceeded, penaltyProtocolError: pc.ProtocolError,
+	}[reason]
+	s.mu.Lock()
+	if s.draining {
+		s.mu.Unlock()
+		return
+	}
+	activated, left, ok := s.penalties.add(pc, st.exempt, src, reason, d, time.Now())
+	s.mu.Unlock()
+	switch {
+	case activated:
+		s.log.Warn("source penalised: its new connections are refused", "remote", remote, "reason", reason, "for", left.Round(time.Millisecond))
+	case ok:
+		s.log.Debug("penalty added", "remote", remote, "reason", reason, "outstanding", left.Round(time.Millisecond))
+	}
+}
+
+// reportSuppressed writes the summary of events not logged one by one.
+func (s *Server) reportSuppressed(k logKey, n int, window time.Duration) {
+	src := "other sources"
+	if k.src.IsValid() {
+		src = k.src.String()
+	}
+	switch k.kind {
+	case "auth":
+		ops.AuthFailureLogsSuppressed.WithLabelValues().Add(float64(n))
+		s.log.Warn("authentication failures not logged one by one", "remote", src, "count", n, "window", window)
+		s.audit.Emit(audit.Event{Type: audit.AuthFailureSummary, Remote: src, Count: n,
+			Reason: fmt.Sprintf("%d more failed attempts in %s", n, window)})
+	default:
+		s.log.Warn("connections refused but not logged one by one", "remote", src, "count", n, "window", window)
+	}
 }
 
 // acquireUserSession reserves one of user's session slots.
@@ -242,6 +318,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 
+	defer s.logs.stop()
+	// Best effort: a client that does not read has a full window, and
+	// the notice must not hold up the drain (conn.notify does not block).
 	for _, c := range conns {
 		c.notify("the server is shutting down for maintenance; save your work and reconnect in a minute")
 	}

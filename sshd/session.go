@@ -16,6 +16,7 @@ import (
 
 	"github.com/bastion-ssh/bastion/audit"
 	"github.com/bastion-ssh/bastion/auth"
+	"github.com/bastion-ssh/bastion/internal/clip"
 	"github.com/bastion-ssh/bastion/ops"
 	"github.com/bastion-ssh/bastion/recording"
 	"github.com/bastion-ssh/bastion/session"
@@ -28,10 +29,12 @@ type sessionChan struct {
 	log *slog.Logger
 
 	// Set by the request loop before the process starts.
-	tty     *session.TTY
-	env     map[string]string
-	resize  chan session.WindowSize
-	signals chan session.Signal
+	tty       *session.TTY
+	env       map[string]string
+	envBytes  int  // names plus values in env
+	envCapped bool // a refusal past the limits was logged
+	resize    chan session.WindowSize
+	signals   chan session.Signal
 
 	isPTY   bool
 	writeMu sync.Mutex // serializes tell with itself
@@ -100,9 +103,8 @@ func (c *conn) handleSession(nch ssh.NewChannel) {
 			ok = true
 		case "env":
 			name, value, err := parseEnvRequest(req.Payload)
-			if err == nil && !started && acceptEnv(name) {
-				s.env[name] = value
-				ok = true
+			if err == nil && !started {
+				ok = s.setEnv(name, value)
 			}
 		case "window-change":
 			if s.tty == nil {
@@ -216,7 +218,7 @@ func (s *sessionChan) command(typ string, payload []byte) (kind, command string,
 			return "", "", err
 		}
 		if name != "sftp" {
-			return "", "", fmt.Errorf("unknown subsystem %q", name)
+			return "", "", fmt.Errorf("unknown subsystem %q", clip.String(name, clip.Name))
 		}
 		if s.c.st.SSH.SFTPServer == "" {
 			// Never run an empty command: that is a login shell.
@@ -242,6 +244,32 @@ func commandKind(cmd string) string {
 // acceptEnv is OpenSSH's default AcceptEnv on Debian: LANG and LC_*.
 func acceptEnv(name string) bool {
 	return name == "LANG" || strings.HasPrefix(name, "LC_")
+}
+
+// setEnv records an env request, unless its name is not accepted or not
+// valid in an environment (empty, '=' or NUL; NUL in the value), or it
+// would take the session past limits.max_env_vars or max_env_bytes.
+// Refusals are silent to the client, as in OpenSSH (a failure reply).
+func (s *sessionChan) setEnv(name, value string) bool {
+	if !acceptEnv(name) || strings.ContainsAny(name, "=\x00") || strings.ContainsRune(value, 0) {
+		return false
+	}
+	lim := s.c.st.Limits
+	size := s.envBytes + len(name) + len(value)
+	old, replacing := s.env[name]
+	if replacing {
+		size -= len(name) + len(old)
+	}
+	if (!replacing && len(s.env) >= lim.MaxEnvVars) || size > lim.MaxEnvBytes {
+		if !s.envCapped {
+			s.envCapped = true
+			s.log.Info("env requests refused past the session's limit", "max_env_vars", lim.MaxEnvVars, "max_env_bytes", lim.MaxEnvBytes)
+		}
+		return false
+	}
+	s.env[name] = value
+	s.envBytes = size
+	return true
 }
 
 // tell writes a one-line message from bastion to the session's user.
@@ -274,7 +302,7 @@ func (s *sessionChan) resolveAccount(ctx context.Context, kind, command string) 
 	rest := strings.TrimSpace(strings.TrimPrefix(command, "become"))
 	cmd = strings.TrimSpace(strings.TrimPrefix(rest, tool))
 	if err := auth.ValidName(tool); err != nil {
-		return acct, "", fmt.Errorf("%q is not a valid tool name", tool)
+		return acct, "", fmt.Errorf("%q is not a valid tool name", clip.String(tool, clip.Name))
 	}
 	lctx, cancel := context.WithTimeout(ctx, lookupTimeout)
 	defer cancel()
@@ -342,9 +370,9 @@ func (s *sessionChan) run(ctx context.Context, kind, command string, original *s
 		Stderr: &countingWriter{w: s.ch.Stderr(), s: s},
 	}
 	log := s.log.With("kind", kind, "account", acct.Name)
-	logArgs := []any{"command", command, "pty", s.tty != nil}
+	logArgs := []any{"command", clip.String(command, clip.Command), "pty", s.tty != nil}
 	if original != nil {
-		logArgs = append(logArgs, "forced", true, "original_command", *original)
+		logArgs = append(logArgs, "forced", true, "original_command", clip.String(*original, clip.Command))
 	}
 	log.Info("session start", logArgs...)
 	backend := c.st.BackendName

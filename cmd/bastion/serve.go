@@ -115,12 +115,15 @@ func serve(cfg config.Config, load func() (config.Config, error), watched []stri
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	defer signal.Stop(sigs)
 
+	cur := cfg // the config in force, as of the last good reload
 	doReload := func(why string) {
 		if load == nil {
 			log.Warn("nothing to reload: no config file (dev mode without --config)", "trigger", why)
 			return
 		}
-		reload(load, srv, log, why)
+		if next, ok := reload(load, srv, log, why); ok {
+			cur = next
+		}
 		if p, ok := backend.(imageChecker); ok {
 			p.Recheck(why) // pre-flight again, in the background
 		}
@@ -158,22 +161,30 @@ func serve(cfg config.Config, load func() (config.Config, error), watched []stri
 			if opsSrv != nil {
 				opsSrv.SetDraining() // load balancers stop sending new connections at once
 			}
-			grace := cfg.Limits.ShutdownGrace
+			grace := cur.Limits.ShutdownGrace
 			log.Info("shutting down", "signal", sig.String(), "grace", grace)
 			sctx, cancel := context.WithTimeout(ctx, grace)
-			done := make(chan struct{})
+			stopped := make(chan struct{})
 			go func() {
-				defer close(done)
-				// A second signal cuts the grace period short.
-				select {
-				case <-sigs:
-					cancel()
-				case <-sctx.Done():
-				}
+				defer close(stopped)
+				_ = srv.Shutdown(sctx)
 			}()
-			_ = srv.Shutdown(sctx)
+		drain:
+			for {
+				select {
+				case <-stopped:
+					break drain
+				case sig := <-sigs:
+					if sig == syscall.SIGHUP {
+						continue
+					}
+					// A second SIGTERM/SIGINT: the operator wants out
+					// now, whatever is still running.
+					log.Warn("second signal: exiting without waiting for sessions", "signal", sig.String())
+					os.Exit(1)
+				}
+			}
 			cancel()
-			<-done
 			<-served
 			log.Info("stopped")
 			return 0
@@ -181,7 +192,7 @@ func serve(cfg config.Config, load func() (config.Config, error), watched []stri
 	}
 }
 
-func reload(load func() (config.Config, error), srv *sshd.Server, log *slog.Logger, why string) {
+func reload(load func() (config.Config, error), srv *sshd.Server, log *slog.Logger, why string) (config.Config, bool) {
 	cfg, err := load()
 	if err == nil {
 		var signers sshd.HostKeys
@@ -197,10 +208,11 @@ func reload(load func() (config.Config, error), srv *sshd.Server, log *slog.Logg
 	if err != nil {
 		ops.Reloads.WithLabelValues("config", "rejected").Inc()
 		log.Error("reload rejected; keeping the running config", "trigger", why, "err", err)
-		return
+		return cfg, false
 	}
 	ops.Reloads.WithLabelValues("config", "ok").Inc()
 	log.Info("config reloaded", "trigger", why)
+	return cfg, true
 }
 
 // trustFiles are the key files a reload re-reads when they change: host
