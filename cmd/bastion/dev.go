@@ -70,6 +70,12 @@ func cmdDev(args []string, stdout, stderr io.Writer) int {
 	if cfg.Audit.Output == config.Default().Audit.Output {
 		cfg.Audit.Output = "stderr"
 	}
+	// The invoking user's own mistypes on this machine do not lock them
+	// out: the loopback address a dev client uses is exempt from
+	// penalties unless the config names its own exemptions.
+	if cfg.Limits.Penalties.Exempt == nil {
+		cfg.Limits.Penalties.Exempt = []string{"127.0.0.1", "::1"}
+	}
 	if *listen != "" {
 		cfg.SSH.Listen = *listen
 	} else if cfg.SSH.Listen == config.Default().SSH.Listen {
