@@ -66,7 +66,7 @@ func TestIdleTimeout(t *testing.T) {
 	// Activity keeps a session alive past the timeout.
 	out2, _, code2 := s.run(t, "", "--", "for i in 1 2 3 4; do echo tick; sleep 0.5; done")
 	if code2 != 0 || strings.Count(out2, "tick") != 4 {
-		t.Fatalf("active session: code %d, out %q", code2, out2)
+		t.Fatalf("active session: code %d, out %q\n%s", code2, out2, s.logs())
 	}
 }
 
