@@ -46,6 +46,22 @@ type soakOptions struct {
 	keep       bool
 	quick      bool
 	command    string // as typed, for the report
+
+	// Seams for tests: another directory (the YAML of the directory
+	// section and its own, e.g. ldap) and the user and key the clients
+	// log in with; faults injected while the load runs.
+	directory string
+	user      string
+	signer    ssh.Signer
+	faults    []soakFault
+}
+
+// soakFault is something done to the world at a time into the load, such
+// as stopping the LDAP server.
+type soakFault struct {
+	at   time.Duration
+	name string
+	do   func()
 }
 
 func parseSoakFlags(args []string, stderr io.Writer) (soakOptions, error) {
@@ -246,6 +262,11 @@ func startSoakWorld(ctx context.Context, opt soakOptions, logf func(string, ...a
 	if err := os.WriteFile(users, []byte(data), 0o600); err != nil {
 		return fail(err)
 	}
+	directory := "directory:\n  type: static\n  file: " + users + "\n"
+	if opt.directory != "" {
+		directory = opt.directory
+		w.user, w.signer = opt.user, opt.signer
+	}
 	port := opt.port
 	if port == 0 {
 		if port, err = freePort(); err != nil {
@@ -262,9 +283,7 @@ ssh:
   listen: 127.0.0.1:%d
   host_keys: [%s]
   sftp_server: %s
-directory:
-  type: static
-  file: %s
+%s
 limits:
   max_startups: 10000
   max_conns_per_source: 100000
@@ -277,7 +296,7 @@ audit:
 log:
   format: json
   level: info
-`, port, filepath.Join(dir, "ssh_host_ed25519_key"), t.sftpServer, users, w.opsAddr)
+`, port, filepath.Join(dir, "ssh_host_ed25519_key"), t.sftpServer, strings.TrimRight(directory, "\n"), w.opsAddr)
 	cfgPath := filepath.Join(dir, "bastion.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return fail(err)
@@ -306,7 +325,7 @@ log:
   ControlMaster no
   ControlPath none
   ConnectTimeout 30
-`, port, me.name, w.keyPath)
+`, port, w.user, w.keyPath)
 	if err := os.WriteFile(w.sshConfig, []byte(clientCfg), 0o600); err != nil {
 		return fail(err)
 	}

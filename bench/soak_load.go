@@ -126,6 +126,19 @@ func soak(ctx context.Context, opt soakOptions, out io.Writer) (*soakReport, err
 	if opt.loginRate > 0 {
 		wg.Go(func() { r.logins(loadCtx) })
 	}
+	for _, f := range opt.faults {
+		wg.Go(func() {
+			select {
+			case <-loadCtx.Done():
+			case <-time.After(f.at):
+				logf("fault: %s", f.name)
+				f.do()
+				r.mu.Lock()
+				rep.faults = append(rep.faults, fmt.Sprintf("%s: %s", time.Since(rep.started).Round(time.Second), f.name))
+				r.mu.Unlock()
+			}
+		})
+	}
 
 	// One row per interval until the load ends.
 	sampler := newSampler(r, rep)

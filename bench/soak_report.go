@@ -25,6 +25,7 @@ type soakReport struct {
 	errs                          []string
 	nErrs                         int
 	load                          string // load average at the end
+	faults                        []string
 }
 
 // soakRow is one interval.
@@ -117,6 +118,9 @@ func (r *soakReport) markdown() string {
 	}
 	fmt.Fprintf(&b, "| **total** | | | %s | %s | **%d** | **%d** |\n\n", fmtMiB(sent), fmtMiB(ok), corrupt, lost)
 
+	for _, f := range r.faults {
+		fmt.Fprintf(&b, "Fault at %s.\n\n", f)
+	}
 	fmt.Fprintf(&b, "Logins: %d ok, %d failed, %d not started because 256 were already in flight (the client was saturated).\n\n", r.loginOK, r.loginBad, r.loginSkipped)
 	b.WriteString("| time | sessions open | logins/s | login p50 | login p99 | login max | bastion RSS | Go heap in use | goroutines | bastion CPU (cores) | checked MB/s | load avg |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
 	for _, row := range r.rows {

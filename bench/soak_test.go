@@ -2,9 +2,14 @@ package main
 
 import (
 	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/bastion-ssh/bastion/integration/slapd"
 )
 
 // The quick soak: 100 sessions for 30 s on a real bastion with real
@@ -92,6 +97,75 @@ func TestSoakFlags(t *testing.T) {
 	for _, bad := range [][]string{{"-sessions", "0"}, {"-duration", "1s"}, {"-rate", "0"}, {"-port", "70000"}, {"extra"}} {
 		if _, err := parseSoakFlags(bad, &bytes.Buffer{}); err == nil {
 			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+// Issue 15, while the soak runs: the LDAP server hangs (SIGSTOP) for a
+// third of the run, then continues. The person keeps logging in (from
+// the stale cache, within about ldap.stale_wait) at the login rate, the
+// sessions keep moving their bytes, and nothing is lost or left behind.
+func TestSoakLDAPHung(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs bastion and slapd under load for about 40 s; skipped under -short")
+	}
+	slapd.Require(t)
+	// alice's home, reachable by her uid when bastion runs as root.
+	homes := t.TempDir()
+	for _, d := range []string{filepath.Dir(homes), homes} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	home := filepath.Join(homes, "alice")
+	if err := os.Mkdir(home, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if os.Geteuid() == 0 {
+		if err := os.Chown(home, 5001, 500); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seed := strings.ReplaceAll(slapd.DefaultSeed(t), "homeDirectory: /home/", "homeDirectory: "+homes+"/")
+	s := slapd.Start(t, slapd.Options{LDIF: seed})
+	t.Cleanup(s.Resume)
+
+	opt, err := parseSoakFlags([]string{"-quick", "-sessions", "40", "-duration", "36s", "-interval", "6s", "-openssh", "0"}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	opt.user, opt.signer = "alice", slapd.Signer("alice-1")
+	opt.directory = fmt.Sprintf(`directory:
+  type: ldap
+ldap:
+  urls: [%q]
+  start_tls: false
+  bind_dn: %s
+  bind_password_file: %s
+  base_dn: %s
+  kill_switch_file: ""
+  cache_ttl: 2s
+`, s.URL, slapd.BindDN, s.PasswordFile, slapd.Base)
+	opt.faults = []soakFault{
+		{at: 12 * time.Second, name: "slapd stopped (SIGSTOP)", do: s.Pause},
+		{at: 24 * time.Second, name: "slapd continued (SIGCONT)", do: s.Resume},
+	}
+	var out bytes.Buffer
+	rep, err := soak(t.Context(), opt, &out)
+	if err != nil {
+		t.Fatalf("soak: %v\n%s", err, out.String())
+	}
+	t.Logf("\n%s", rep.markdown())
+	if p := rep.problems(); len(p) > 0 {
+		t.Errorf("LDAP hung under load: problems:\n%s\nprogress:\n%s", strings.Join(p, "\n"), out.String())
+	}
+	if len(rep.faults) != 2 {
+		t.Errorf("faults injected: %q", rep.faults)
+	}
+	for _, row := range rep.rows {
+		// Well within the 10 s a login waits, on a busy machine.
+		if row.max > 5*time.Second {
+			t.Errorf("at %s a login took %s", row.at.Round(time.Second), row.max)
 		}
 	}
 }

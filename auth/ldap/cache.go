@@ -23,8 +23,9 @@ var errClosed = errors.New("ldap directory closed")
 //   - When a fetch fails (LDAP unavailable), an answer that went stale
 //     less than stale ago is served instead, and the log says so.
 //   - So it is when the fetch has not answered within staleWait (a hung
-//     server answers nothing, not even an error): the caller is not kept
-//     waiting; the fetch goes on and refreshes the entry if it succeeds.
+//     server answers nothing, not even an error), or at once when every
+//     server failed lately: the caller is not kept waiting; the fetch
+//     goes on and refreshes the entry if it succeeds.
 //
 // Fetches run in goroutines owned by the cache, on a context that outlives
 // the caller who started them (other callers may be waiting) but not
@@ -32,8 +33,9 @@ var errClosed = errors.New("ldap directory closed")
 type cache[V any] struct {
 	kind string // "user" or "tool", for logs
 	cacheOptions
-	log *slog.Logger
-	now func() time.Time
+	log  *slog.Logger
+	now  func() time.Time
+	down func() bool // every server failed lately; nil: never
 
 	mu      sync.Mutex
 	entries map[string]*cached[V]
@@ -58,10 +60,11 @@ type cached[V any] struct {
 }
 
 type call[V any] struct {
-	done   chan struct{}
-	val    V
-	err    error
-	cancel context.CancelFunc
+	done        chan struct{}
+	val         V
+	err         error
+	cancel      context.CancelFunc
+	staleLogged bool // c.mu
 }
 
 func newCache[V any](kind string, o cacheOptions, log *slog.Logger) *cache[V] {
@@ -119,7 +122,14 @@ func (c *cache[V]) get(ctx context.Context, key string, fetch func(context.Conte
 
 	var staleTimer <-chan time.Time
 	if stale != nil && c.staleWait > 0 {
-		t := time.NewTimer(c.staleWait)
+		wait := c.staleWait
+		if c.down != nil && c.down() {
+			// Every server failed lately: the fetch (which goes on, and
+			// refreshes the entry if a server answers) is most likely a
+			// probe of a hung server. No need to wait for it.
+			wait = 0
+		}
+		t := time.NewTimer(wait)
 		defer t.Stop()
 		staleTimer = t.C
 	}
@@ -128,8 +138,14 @@ func (c *cache[V]) get(ctx context.Context, key string, fetch func(context.Conte
 		return cl.val, cl.err
 	case <-staleTimer:
 		cacheStale.Inc()
-		c.log.Warn("ldap has not answered in time; serving a stale cached answer while the lookup goes on",
-			c.kind, key, "age", c.now().Sub(stale.at).Round(time.Second).String(), "waited", c.staleWait.String())
+		c.mu.Lock()
+		first := !cl.staleLogged
+		cl.staleLogged = true
+		c.mu.Unlock()
+		if first { // once per fetch, not once per login
+			c.log.Warn("ldap has not answered in time; serving a stale cached answer while the lookup goes on",
+				c.kind, key, "age", c.now().Sub(stale.at).Round(time.Second).String())
+		}
 		return stale.val, nil
 	case <-ctx.Done():
 		return zero, fmt.Errorf("ldap %s %q: gave up waiting: %w: %w", c.kind, key, auth.ErrUnavailable, context.Cause(ctx))

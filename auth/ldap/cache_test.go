@@ -230,3 +230,32 @@ func TestCacheStaleWait(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// When every server failed lately, a caller with a servable stale answer
+// does not wait even staleWait: the fetch in flight is most likely a probe
+// of a hung server.
+func TestCacheStaleAtOnceWhenAllDown(t *testing.T) {
+	t.Parallel()
+	c, clk, _ := newTestCache(t, 100)
+	c.staleWait = 5 * time.Second
+	down := atomic.Bool{}
+	c.down = down.Load
+	if _, err := c.get(t.Context(), "alice", func(context.Context) (string, error) { return "v1", nil }); err != nil {
+		t.Fatal(err)
+	}
+	clk.add(2 * time.Minute)
+	release := make(chan struct{})
+	defer close(release)
+	hung := func(ctx context.Context) (string, error) {
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return "", errDown
+	}
+	down.Store(true)
+	start := time.Now()
+	if v, err := c.get(t.Context(), "alice", hung); v != "v1" || err != nil || time.Since(start) > time.Second {
+		t.Errorf("every server down: %q, %v after %s; want the stale v1 at once", v, err, time.Since(start))
+	}
+}

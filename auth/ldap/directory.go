@@ -89,6 +89,7 @@ func New(cfg config.LDAP, log *slog.Logger) (*Directory, error) {
 		neg: cfg.NegativeTTL, max: cfg.CacheMaxEntries, budget: budget}
 	d.users = newCache[*auth.User]("user", opts, log)
 	d.tools = newCache[*auth.Account]("tool", opts, log)
+	d.users.down, d.tools.down = d.pool.allDown, d.pool.allDown
 	if !cfg.StartTLS && cfg.BindDN != "" {
 		for _, s := range servers {
 			if s.scheme == "ldap" {

@@ -281,6 +281,18 @@ func (p *pool) dial(ctx context.Context, skip []bool) (*conn, error) {
 	return nil, fmt.Errorf("no ldap server answered: %w", errors.Join(errs...))
 }
 
+// allDown tells whether every server failed and has not answered since.
+func (p *pool) allDown() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, h := range p.health {
+		if !h.failed {
+			return false
+		}
+	}
+	return true
+}
+
 // claim marks server i as being dialled. It fails when i failed and
 // another attempt is already probing it.
 func (p *pool) claim(i int) bool {

@@ -199,7 +199,41 @@ func (s *Server) Kill() { s.halt(syscall.SIGKILL) }
 // Pause stops slapd with SIGSTOP: the kernel still accepts connections
 // for it, but nothing answers, as with a hung server. Resume undoes it;
 // Stop and Kill work on a paused server.
-func (s *Server) Pause() { _ = s.cmd.Process.Signal(syscall.SIGSTOP) }
+//
+// It returns once every thread of slapd is stopped (a signal takes effect
+// when the process is next scheduled, which can take a while on a busy
+// machine), so that nothing it answers afterwards can come from before.
+func (s *Server) Pause() {
+	s.t.Helper()
+	_ = s.cmd.Process.Signal(syscall.SIGSTOP)
+	deadline := time.Now().Add(10 * time.Second)
+	for !stopped(s.cmd.Process.Pid) {
+		if time.Now().After(deadline) {
+			s.t.Fatalf("slapd (pid %d) not stopped 10s after SIGSTOP", s.cmd.Process.Pid)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// stopped tells whether every thread of pid is in the stopped state.
+func stopped(pid int) bool {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil || len(tasks) == 0 {
+		return false
+	}
+	for _, task := range tasks {
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, task.Name()))
+		if err != nil {
+			return false
+		}
+		// The state follows the command name, which is in parentheses.
+		i := bytes.LastIndexByte(data, ')')
+		if i < 0 || i+2 >= len(data) || data[i+2] != 'T' {
+			return false
+		}
+	}
+	return true
+}
 
 // Resume continues a paused slapd with SIGCONT.
 func (s *Server) Resume() { _ = s.cmd.Process.Signal(syscall.SIGCONT) }

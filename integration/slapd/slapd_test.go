@@ -4,6 +4,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/go-ldap/ldap/v3"
 )
@@ -45,5 +46,23 @@ func TestRenderLDIF(t *testing.T) {
 	}
 	if AuthorizedKey("x-1") == AuthorizedKey("x-2") || AuthorizedKey("x-1") != AuthorizedKey("x-1") {
 		t.Error("test keys are not deterministic per name")
+	}
+}
+
+// Pause stops slapd for real: a search does not answer until Resume.
+func TestPauseResume(t *testing.T) {
+	t.Parallel()
+	s := Start(t, Options{})
+	s.Pause()
+	done := make(chan error, 1)
+	go func() { done <- ping(s.URL) }()
+	select {
+	case err := <-done:
+		t.Fatalf("paused slapd answered: %v", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	s.Resume()
+	if err := <-done; err != nil {
+		t.Errorf("after Resume: %v", err)
 	}
 }
