@@ -128,6 +128,13 @@ type KubePod struct {
 	PidsLimit *int `yaml:"pids_limit"`
 	// TmpSize is the size limit of the pod's /tmp (an emptyDir).
 	TmpSize string `yaml:"tmp_size"`
+	// HelperImage is bastion's own image (it holds
+	// /usr/local/bin/bastion-helper), pinned by digest: an init container
+	// copies the helper into the pod, and sessions run through it (exit
+	// signals by name, hang-up of dropped sessions, SFTP where the shell
+	// image has no sftp-server). Empty: no helper; a shell wrapper runs
+	// sessions and death by signal N is reported as status 128+N.
+	HelperImage string `yaml:"helper_image"`
 	// ReadOnlyRootFilesystem for the shell container: /tmp, /var/tmp and
 	// /run are writable emptyDirs. Turn off for images that need more.
 	ReadOnlyRootFilesystem *bool `yaml:"read_only_root_filesystem"`
@@ -248,6 +255,7 @@ func (k *Kube) PodFor(c KubeCluster) KubePod {
 	str(&p.MemoryRequest, o.MemoryRequest)
 	str(&p.MemoryLimit, o.MemoryLimit)
 	str(&p.TmpSize, o.TmpSize)
+	str(&p.HelperImage, o.HelperImage)
 	str(&p.PriorityClassName, o.PriorityClassName)
 	if o.PidsLimit != nil {
 		p.PidsLimit = o.PidsLimit
@@ -453,6 +461,9 @@ func validatePod(p *Problems, path string, pod KubePod) {
 		case slices.Contains(pod.FallbackImages[:i], img):
 			p.Addf(fp, "%q is listed twice", img)
 		}
+	}
+	if strings.ContainsAny(pod.HelperImage, " \t\n") {
+		p.Addf(path+".helper_image", "%q is not an image reference", pod.HelperImage)
 	}
 	switch pod.ImagePullPolicy {
 	case "Always", "IfNotPresent", "Never":

@@ -24,6 +24,26 @@ var openSSHSFTPServers = []string{
 // sftp-server when ssh.sftp_server is unset (the kube backend).
 const kubeSFTPServer = "/usr/lib/openssh/sftp-server"
 
+// kubeSFTPFallback runs the image's OpenSSH sftp-server, else the
+// helper's (pods made with kube.pod.helper_image), else says what is
+// missing. The account's shell runs it.
+const kubeSFTPFallback = `if [ -x ` + kubeSFTPServer + ` ]; then exec ` + kubeSFTPServer + `; fi; ` +
+	`if [ -x /.bastion/bastion-helper ]; then exec /.bastion/bastion-helper sftp-server; fi; ` +
+	`echo "sftp: this shell image has no sftp-server (ask the operators)" >&2; exit 127`
+
+// kubeHelper reports whether any cluster's pods get bastion-helper.
+func kubeHelper(cfg config.Config) bool {
+	if cfg.Kube.Pod.HelperImage != "" {
+		return true
+	}
+	for _, c := range cfg.Kube.Clusters {
+		if c.Pod.HelperImage != "" {
+			return true
+		}
+	}
+	return false
+}
+
 // sftpSearchRootEnv is a test seam: a directory prepended to every path in
 // openSSHSFTPServers (an empty directory stands for a machine without
 // OpenSSH's sftp-server).
@@ -46,7 +66,10 @@ func chooseSFTP(cfg config.Config) sftpChoice {
 		return sftpChoice{Command: cfg.SSH.SFTPServer, Line: "sftp: " + cfg.SSH.SFTPServer + " (ssh.sftp_server)"}
 	}
 	if cfg.Backend.Type != "local" {
-		return sftpChoice{Command: kubeSFTPServer, Line: "sftp: the shell image's " + kubeSFTPServer}
+		if !kubeHelper(cfg) {
+			return sftpChoice{Command: kubeSFTPServer, Line: "sftp: the shell image's " + kubeSFTPServer}
+		}
+		return sftpChoice{Command: kubeSFTPFallback, Line: "sftp: the shell image's " + kubeSFTPServer + ", else bastion-helper's built-in server"}
 	}
 	root := os.Getenv(sftpSearchRootEnv)
 	for _, p := range openSSHSFTPServers {

@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -89,6 +90,32 @@ done
 kill -KILL $left 2>/dev/null
 exit 0`
 
+// With kube.pod.helper_image set, the pod has bastion-helper (an init
+// container copies it from bastion's image into an emptyDir at helperDir)
+// and the same jobs go through it instead of the scripts above: `run`
+// replaces wrapperScript and keeps the name of a killing signal, which
+// `status` reads back when the exec API reports 128+N (the API has no
+// other way to say "killed by signal"); `hangup` replaces killScript END
+// with a terminal hang-up's semantics (what ignores SIGHUP, nohup, or left
+// the session, setsid/tmux/screen, lives on); `signal` replaces killScript
+// SIG. Whether a pod has the helper is read from its spec, so pods made
+// before the key was set keep working with the scripts.
+const (
+	helperVolume = "bastion-helper"
+	helperDir    = "/.bastion"
+	helperPath   = helperDir + "/bastion-helper"
+)
+
+// hasHelper reports whether pod was made with the helper's init container.
+func hasHelper(pod *corev1.Pod) bool {
+	for _, c := range pod.Spec.InitContainers {
+		if c.Name == helperVolume {
+			return true
+		}
+	}
+	return false
+}
+
 var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
 // reserved are variables the pod sets (from the account) or the wrapper
@@ -102,12 +129,15 @@ func newToken() string {
 }
 
 // sessionCommand is the exec's argv for r.
-func sessionCommand(r session.Request, token string, pids int) []string {
+func sessionCommand(r session.Request, token string, pids int, helper bool) []string {
 	shell := r.Account.Shell
 	if shell == "" {
 		shell = "/bin/sh"
 	}
 	argv := []string{"/bin/sh", "-c", wrapperScript, "bastion-session", token, shell, r.Command, strconv.Itoa(pids)}
+	if helper {
+		argv = []string{helperPath, "run", token, shell, r.Command, strconv.Itoa(pids)}
+	}
 	env := map[string]string{}
 	for k, v := range r.Env {
 		if envName.MatchString(k) && !reserved[k] {
@@ -161,6 +191,7 @@ func (b *Backend) execIn(ctx context.Context, c *pods.Client, pod *corev1.Pod, i
 		pids = *p
 	}
 	tty := r.TTY != nil
+	helper := hasHelper(pod)
 
 	// The session's context: cancelled when the caller's is, or when the
 	// pod goes away.
@@ -221,14 +252,14 @@ func (b *Backend) execIn(ctx context.Context, c *pods.Client, pod *corev1.Pod, i
 						return
 					}
 					if name, known := signalNames[sig]; known {
-						b.signal(sctx, c, pod, token, name)
+						b.signal(sctx, c, pod, token, name, helper)
 					}
 				}
 			}
 		}()
 	}
 
-	err := c.Exec(sctx, pod, sessionCommand(r, token, pids), so)
+	err := c.Exec(sctx, pod, sessionCommand(r, token, pids, helper), so)
 	if err == nil {
 		return session.ExitStatus{Code: 0}, nil
 	}
@@ -240,6 +271,11 @@ func (b *Backend) execIn(ctx context.Context, c *pods.Client, pod *corev1.Pod, i
 		if (code == 137 || code == 143) && isClosed(inst.Gone(), 300*time.Millisecond) {
 			return session.ExitStatus{}, podGoneError(c.Project(), pod, inst)
 		}
+		if helper && code > 128 && code <= 128+64 {
+			if st, ok := b.killedBy(sctx, c, pod, token); ok {
+				return st, nil
+			}
+		}
 		return session.ExitStatus{Code: code}, nil
 	}
 	// The stream ended without an exit status: the session was cut, the
@@ -247,7 +283,7 @@ func (b *Backend) execIn(ctx context.Context, c *pods.Client, pod *corev1.Pod, i
 	// process does not linger.
 	cause := context.Cause(sctx)
 	if !errors.Is(cause, errPodGone) {
-		b.endProcesses(ctx, c, pod, token)
+		b.endProcesses(ctx, c, pod, token, helper)
 	}
 	switch {
 	case errors.Is(cause, errPodGone):
@@ -285,21 +321,66 @@ var signalNames = map[session.Signal]string{
 
 // endProcesses ends every process of the session token in pod (see the
 // comment at the top of this file). It outlives the session's context.
-func (b *Backend) endProcesses(ctx context.Context, c *pods.Client, pod *corev1.Pod, token string) {
+func (b *Backend) endProcesses(ctx context.Context, c *pods.Client, pod *corev1.Pod, token string, helper bool) {
 	kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
 	defer cancel()
-	if err := runScript(kctx, c, pod, killScript, token, "END"); err != nil {
+	var err error
+	if helper {
+		_, err = runCommand(kctx, c, pod, helperPath, "hangup", token)
+	} else {
+		err = runScript(kctx, c, pod, killScript, token, "END")
+	}
+	if err != nil {
 		b.log.Warn("could not end a session's processes", "pod", pod.Namespace+"/"+pod.Name, "err", err)
 	}
 }
 
 // signal sends sig to the session's leader process.
-func (b *Backend) signal(ctx context.Context, c *pods.Client, pod *corev1.Pod, token, sig string) {
+func (b *Backend) signal(ctx context.Context, c *pods.Client, pod *corev1.Pod, token, sig string, helper bool) {
 	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if err := runScript(sctx, c, pod, killScript, token, sig); err != nil {
+	var err error
+	if helper {
+		_, err = runCommand(sctx, c, pod, helperPath, "signal", token, sig)
+	} else {
+		err = runScript(sctx, c, pod, killScript, token, sig)
+	}
+	if err != nil {
 		b.log.Debug("signal", "signal", sig, "err", err)
 	}
+}
+
+// killedBy asks the helper whether the session's process was killed by a
+// signal (its exit code was 128+N) and which.
+func (b *Backend) killedBy(ctx context.Context, c *pods.Client, pod *corev1.Pod, token string) (session.ExitStatus, bool) {
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	out, err := runCommand(sctx, c, pod, helperPath, "status", token)
+	if err != nil {
+		b.log.Debug("exit signal unknown", "pod", pod.Namespace+"/"+pod.Name, "err", err)
+		return session.ExitStatus{}, false
+	}
+	return parseKilledBy(out)
+}
+
+// parseKilledBy reads the helper's status line, "NAME CORE" ("TERM 0").
+func parseKilledBy(out string) (session.ExitStatus, bool) {
+	f := strings.Fields(out)
+	if len(f) != 2 || !signalName.MatchString(f[0]) || (f[1] != "0" && f[1] != "1") {
+		return session.ExitStatus{}, false
+	}
+	return session.ExitStatus{Signal: session.Signal(f[0]), CoreDumped: f[1] == "1"}, true
+}
+
+var signalName = regexp.MustCompile(`^[A-Z0-9+]{1,16}$`)
+
+// runCommand runs argv in pod, without stdin, and returns its output.
+func runCommand(ctx context.Context, c *pods.Client, pod *corev1.Pod, argv ...string) (string, error) {
+	var out limitedBuffer
+	if err := c.Exec(ctx, pod, argv, remotecommand.StreamOptions{Stdout: &out, Stderr: &out}); err != nil {
+		return "", fmt.Errorf("%s: %w (output %q)", strings.Join(argv[:2], " "), err, out.String())
+	}
+	return out.String(), nil
 }
 
 // runScript runs sh -c script with args in pod, without stdin.

@@ -94,6 +94,28 @@ func podSpec(c *pods.Cluster, id identity, ns string) *corev1.Pod {
 			corev1.VolumeMount{Name: "tmp", MountPath: "/run", SubPath: "run"})
 	}
 
+	var initContainers []corev1.Container
+	if p.HelperImage != "" {
+		// bastion-helper, copied from bastion's image (which has no shell
+		// or cp) into a small emptyDir the shell container reads.
+		limit := resource.MustParse("32Mi")
+		volumes = append(volumes, corev1.Volume{Name: helperVolume, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: &limit}}})
+		initContainers = append(initContainers, corev1.Container{
+			Name:            helperVolume,
+			Image:           p.HelperImage,
+			ImagePullPolicy: corev1.PullPolicy(p.ImagePullPolicy),
+			Command:         []string{"/usr/local/bin/bastion-helper", "install", helperDir},
+			Resources: corev1.ResourceRequirements{
+				Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("10m"), corev1.ResourceMemory: resource.MustParse("16Mi")},
+				Limits:   corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m"), corev1.ResourceMemory: resource.MustParse("32Mi")},
+			},
+			SecurityContext:          container.SecurityContext,
+			VolumeMounts:             []corev1.VolumeMount{{Name: helperVolume, MountPath: helperDir}},
+			TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+		})
+		container.VolumeMounts = append(container.VolumeMounts, corev1.VolumeMount{Name: helperVolume, MountPath: helperDir, ReadOnly: true})
+	}
+
 	if p.Passwd == nil || *p.Passwd {
 		annotations[pods.AnnoPasswd] = fmt.Sprintf("root:x:0:0:root:/root:/bin/sh\n%s:x:%d:%d::%s:%s\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
 			acct.Name, acct.UID, acct.GID, acct.Home, shell)
@@ -138,6 +160,7 @@ func podSpec(c *pods.Cluster, id identity, ns string) *corev1.Pod {
 				RunAsUser: &uid, RunAsGroup: &gid, FSGroup: &gid, FSGroupChangePolicy: &onRootMismatch,
 				RunAsNonRoot: &yes, SupplementalGroups: groups, SeccompProfile: seccomp,
 			},
+			InitContainers:    initContainers,
 			Containers:        []corev1.Container{container},
 			Volumes:           volumes,
 			PriorityClassName: p.PriorityClassName,

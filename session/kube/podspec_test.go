@@ -85,3 +85,44 @@ func TestPodSpec(t *testing.T) {
 		t.Error("spec hash ignores the image")
 	}
 }
+
+// TestPodSpecHelper: kube.pod.helper_image adds the init container that
+// installs bastion-helper into an emptyDir the shell reads (read-only);
+// without it the pod has neither, and sessions use the shell wrapper.
+func TestPodSpecHelper(t *testing.T) {
+	t.Parallel()
+	k := config.Default().Kube
+	k.Pod.Image = "registry.example/shell@sha256:0123"
+	u := &auth.User{Account: auth.Account{Name: "alice", UID: 5001, GID: 500, Home: "/home/alice", Shell: "/bin/bash"}}
+
+	plain := podSpec(pods.NewCluster(&k, config.KubeCluster{Name: "tools"}, nil), who(u, u.Account, "tools.", "tools"), "user-alice")
+	if len(plain.Spec.InitContainers) != 0 || hasHelper(plain) {
+		t.Errorf("no helper_image, but init containers %+v", plain.Spec.InitContainers)
+	}
+
+	k.Pod.HelperImage = "registry.example/bastion@sha256:4567"
+	pod := podSpec(pods.NewCluster(&k, config.KubeCluster{Name: "tools"}, nil), who(u, u.Account, "tools.", "tools"), "user-alice")
+	if !hasHelper(pod) || len(pod.Spec.InitContainers) != 1 {
+		t.Fatalf("init containers %+v", pod.Spec.InitContainers)
+	}
+	ic := pod.Spec.InitContainers[0]
+	if ic.Image != k.Pod.HelperImage || !slices.Equal(ic.Command, []string{"/usr/local/bin/bastion-helper", "install", "/.bastion"}) ||
+		len(ic.VolumeMounts) != 1 || ic.VolumeMounts[0].MountPath != "/.bastion" || ic.VolumeMounts[0].ReadOnly {
+		t.Errorf("init container %+v", ic)
+	}
+	if ic.SecurityContext == nil || *ic.SecurityContext.AllowPrivilegeEscalation || !*ic.SecurityContext.RunAsNonRoot {
+		t.Errorf("init container security context %+v", ic.SecurityContext)
+	}
+	found := false
+	for _, m := range pod.Spec.Containers[0].VolumeMounts {
+		if m.Name == helperVolume {
+			found = m.MountPath == "/.bastion" && m.ReadOnly
+		}
+	}
+	if !found {
+		t.Errorf("shell container mounts %+v; want the helper volume read-only at /.bastion", pod.Spec.Containers[0].VolumeMounts)
+	}
+	if pod.Annotations[pods.AnnoSpecHash] == plain.Annotations[pods.AnnoSpecHash] {
+		t.Error("the spec hash ignores the helper: pods made without it would be kept")
+	}
+}
