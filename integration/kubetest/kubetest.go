@@ -39,6 +39,9 @@ const (
 	EchoCommand = "/usr/local/bin/bastion-echo"
 	// SFTPServer is where OpenSSH's sftp-server is in ShellImage.
 	SFTPServer = "/usr/lib/openssh/sftp-server"
+	// HelperCommand is bastion-helper in ShellImage, where bastion's own
+	// image has it: the tests use ShellImage as kube.pod.helper_image.
+	HelperCommand = "/usr/local/bin/bastion-helper"
 
 	// ManagedByLabel marks every object this package's users create.
 	ManagedByLabel = "app.kubernetes.io/managed-by"
