@@ -3,14 +3,18 @@ package podhelper
 import (
 	"bytes"
 	"context"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/creack/pty"
 )
 
 // The test binary doubles as the helper's `run` (in its own session, as
@@ -226,4 +230,72 @@ func TestInstall(t *testing.T) {
 	if err := Install(filepath.Join(dir, "missing")); err == nil {
 		t.Error("install into a missing directory succeeded")
 	}
+}
+
+// TestRunOnTerminal: as a TTY exec in a pod (the helper leads a session
+// whose controlling terminal is a pty), an interactive login bash gets
+// the terminal (job control, ^C to its foreground job, not to the
+// helper) and its exit status comes back.
+func TestRunOnTerminal(t *testing.T) {
+	if _, err := os.Stat("/bin/bash"); err != nil {
+		t.Skip("needs /bin/bash")
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	home := t.TempDir()
+	cmd := exec.Command(exe, "run", "tokpty1", "/bin/bash", "", "0")
+	cmd.Env = append(os.Environ(), runEnv+"=1", "HOME="+home, "TERM=dumb", "PS1=$ ")
+	ptmx, err := pty.Start(cmd) // a new session with the pty as its controlling terminal
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ptmx.Close()
+	var out syncBuffer
+	go func() { _, _ = io.Copy(&out, ptmx) }()
+	waitOut := func(want string) {
+		t.Helper()
+		for deadline := time.Now().Add(15 * time.Second); !strings.Contains(out.String(), want); time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("no %q on the terminal; got %q", want, out.String())
+			}
+		}
+	}
+	_, _ = ptmx.Write([]byte("echo pgrp-$(( $(ps -o pgid= -p $$) == $$ ))\n"))
+	waitOut("pgrp-1") // job control: bash leads its own process group
+	_, _ = ptmx.Write([]byte("sleep 30\n"))
+	time.Sleep(300 * time.Millisecond)
+	_, _ = ptmx.Write([]byte{3}) // ^C: the sleep is interrupted, bash and the helper live
+	_, _ = ptmx.Write([]byte("echo after-sleep-$?\n"))
+	waitOut("after-sleep-130")
+	_, _ = ptmx.Write([]byte("exit 5\n"))
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if code := exitCode(err); code != 5 {
+			t.Errorf("exit %d, want 5; terminal: %q", code, out.String())
+		}
+	case <-time.After(15 * time.Second):
+		_ = cmd.Process.Kill()
+		t.Fatalf("helper did not exit; terminal: %q", out.String())
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
