@@ -25,7 +25,7 @@ func ActAs(ctx context.Context, dir Directory, u *User, tool string) (Account, e
 	}
 	a, err := dir.LookupTool(ctx, tool)
 	if err != nil {
-		return Account{}, fmt.Errorf("tool %s: %w", tool, err)
+		return Account{}, err // directories name the tool in their errors
 	}
 	if !u.Maintains(tool) {
 		return Account{}, fmt.Errorf("%s may not act as tool %s: %w", u.Name, tool, ErrNotMaintainer)
