@@ -224,6 +224,13 @@ func startSoakWorld(ctx context.Context, opt soakOptions, logf func(string, ...a
 	}
 	w.bastionRev = bastionVersion(ctx, gitDir, w.bin)
 
+	// bastion's files in a directory of their own: it watches the
+	// directories of its config and keys, and the copies and its log
+	// change all the time.
+	etc := filepath.Join(dir, "etc")
+	if err := os.Mkdir(etc, 0o700); err != nil {
+		return fail(err)
+	}
 	// Keys: one user key for every client, one host key.
 	for _, k := range []string{"id_ed25519", "ssh_host_ed25519_key"} {
 		_, priv, err := ed25519.GenerateKey(rand.Reader)
@@ -234,7 +241,7 @@ func startSoakWorld(ctx context.Context, opt soakOptions, logf func(string, ...a
 		if err != nil {
 			return fail(err)
 		}
-		path := filepath.Join(dir, k)
+		path := filepath.Join(etc, k)
 		if err := os.WriteFile(path, pem.EncodeToMemory(block), 0o600); err != nil {
 			return fail(err)
 		}
@@ -256,7 +263,7 @@ func startSoakWorld(ctx context.Context, opt soakOptions, logf func(string, ...a
 	if err := os.Chown(home, me.uid, me.gid); err != nil && os.Geteuid() == 0 {
 		return fail(err)
 	}
-	users := filepath.Join(dir, "users.yaml")
+	users := filepath.Join(etc, "users.yaml")
 	data := fmt.Sprintf("users:\n  - name: %s\n    uid: %d\n    gid: %d\n    home: %s\n    shell: /bin/sh\n    key_files: [%s]\n",
 		me.name, me.uid, me.gid, home, w.keyPath+".pub")
 	if err := os.WriteFile(users, []byte(data), 0o600); err != nil {
@@ -285,9 +292,14 @@ ssh:
   sftp_server: %s
 %s
 limits:
-  max_startups: 10000
+  # Every client comes from 127.0.0.1: the per-source limits and the
+  # penalties would throttle the load generator itself.
+  max_startups: "10000"
+  per_source_max_startups: 10000
   max_conns_per_source: 100000
   max_sessions_per_user: 100000
+  penalties:
+    enabled: false
   shutdown_grace: 2s
 ops:
   listen: %s
@@ -296,8 +308,8 @@ audit:
 log:
   format: json
   level: info
-`, port, filepath.Join(dir, "ssh_host_ed25519_key"), t.sftpServer, strings.TrimRight(directory, "\n"), w.opsAddr)
-	cfgPath := filepath.Join(dir, "bastion.yaml")
+`, port, filepath.Join(etc, "ssh_host_ed25519_key"), t.sftpServer, strings.TrimRight(directory, "\n"), w.opsAddr)
+	cfgPath := filepath.Join(etc, "bastion.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return fail(err)
 	}

@@ -438,7 +438,11 @@ func (r *soakRun) openSSHCopies(ctx context.Context, worker int) {
 	if r.opt.quick {
 		size = 256 << 10
 	}
-	local := filepath.Join(r.w.dir, fmt.Sprintf("copy-%d", worker))
+	local := filepath.Join(r.w.dir, "copies", fmt.Sprintf("copy-%d", worker))
+	if err := os.MkdirAll(filepath.Dir(local), 0o700); err != nil {
+		r.fail("%s: %v", kindSCP, err)
+		return
+	}
 	rng := mrand.New(mrand.NewPCG(uint64(worker), uint64(time.Now().UnixNano())))
 	data := make([]byte, size)
 	for round := 0; ctx.Err() == nil; round++ {

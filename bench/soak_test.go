@@ -23,6 +23,7 @@ func TestSoakQuick(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	opt.keep = os.Getenv("BASTION_SOAK_KEEP") != "" // bastion's log, to see why
 	var out bytes.Buffer
 	rep, err := soak(t.Context(), opt, &out)
 	if err != nil {
