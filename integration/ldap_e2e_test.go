@@ -254,6 +254,17 @@ func TestLDAPLogin(t *testing.T) {
 			wantCode: 255, wantErr: "Permission denied"},
 		{name: "user+tool login with a wrong key", login: "alice+mytool", key: "bob-1", args: []string{"--", "true"},
 			wantCode: 255, wantErr: "Permission denied"},
+		// sshPublicKey values carry authorized_keys options, enforced as
+		// for a file; an option bastion does not implement makes the key
+		// unusable.
+		{name: "forced command from an LDAP key", login: "bob", key: "bob-3", args: []string{"--", "id -u"},
+			wantOut: "ldap-forced [id -u]\n"},
+		{name: "forced command from an LDAP key replaces become", login: "bob", key: "bob-3", args: []string{"--", "become mytool id"},
+			wantOut: "ldap-forced [become mytool id]\n"},
+		{name: "no-port-forwarding from an LDAP key", login: "bob", key: "bob-3", args: []string{"-o", "LogLevel=INFO", "-W", "127.0.0.1:9"},
+			wantCode: 255, wantErr: "administratively prohibited"},
+		{name: "LDAP key with an unsupported option", login: "bob", key: "bob-4", args: []string{"--", "true"},
+			wantCode: 255, wantErr: "Permission denied"},
 	}
 	if root {
 		tests = append(tests,

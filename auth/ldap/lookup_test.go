@@ -24,7 +24,7 @@ func TestLookupUser(t *testing.T) {
 		{"alice", auth.Account{Name: "alice", UID: 5001, GID: 500, Home: "/home/alice", Shell: "/bin/bash", GIDs: []int{50380, 52001}},
 			testKeys("alice-1"), []string{"project-tools", "tools.ghosttool", "tools.mytool", "wikidev"}, []string{"ghosttool", "mytool"}},
 		{"bob", auth.Account{Name: "bob", UID: 5002, GID: 500, Home: "/home/bob", Shell: "/bin/zsh", GIDs: []int{50380, 52001, 52002}},
-			testKeys("bob-1", "bob-2"), []string{"project-tools", "tools.mytool", "tools.othertool"}, []string{"mytool", "othertool"}},
+			testKeys("bob-1", "bob-2", "bob-3"), []string{"project-tools", "tools.mytool", "tools.othertool"}, []string{"mytool", "othertool"}},
 		{"carol", auth.Account{Name: "carol", UID: 5003, GID: 500, Home: "/home/carol", Shell: "", GIDs: []int{50380}},
 			testKeys("carol-1", "carol-2"), []string{"project-tools", "tools.dntool"}, []string{"dntool"}},
 	}

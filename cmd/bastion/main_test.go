@@ -37,6 +37,13 @@ func TestCheckConfig(t *testing.T) {
 			"ssh.host_keys[2]: host key " + garbage,
 		}},
 		{"unknown key", "ssh:\n  host_kyes: [x]\n", 1, []string{"field host_kyes not found"}},
+		{"user CA and revoked keys", "ssh:\n  host_keys: [" + keys[0] + "]\n  trusted_user_ca_keys: [/missing/ca.pub, " + garbage + ", \"\"]\n  revoked_keys: " + garbage + "\ndirectory:\n  file: " + users + "\n", 1, []string{
+			"ssh.trusted_user_ca_keys[0]: open /missing/ca.pub: no such file",
+			"ssh.trusted_user_ca_keys[1]: " + garbage + ":1:",
+			"ssh.trusted_user_ca_keys[2]: empty path",
+			"ssh.revoked_keys: " + garbage + ": line 1: not a public key or SHA256 fingerprint",
+		}},
+		{"user CA ok", "ssh:\n  host_keys: [" + keys[0] + "]\n  trusted_user_ca_keys: [" + keys[0] + ".pub]\n  revoked_keys: " + keys[0] + ".pub\ndirectory:\n  file: " + users + "\n", 0, []string{"config ok"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
