@@ -366,6 +366,14 @@ func TestKubeSessions(t *testing.T) {
 			t.Fatalf("echo through ssh -L: %v\nbastion log:\n%s", err, s.logs())
 		}
 		fwd.stop()
+		// A tool login forwards as the tool: a bare name is looked up in
+		// the tool's namespace, not the person's (issue 11).
+		port = freePort(t)
+		fwd = startForward(t, s, w.key(t, "alice-1"), "alice+mytool", port+":echo:80")
+		if ok, err := dialEcho("127.0.0.1:" + port); !ok {
+			t.Errorf("echo through ssh -L as alice+mytool: %v\nbastion log:\n%s", err, s.logs())
+		}
+		fwd.stop()
 
 		// othertool is not alice's: refused by the backend. An address
 		// outside forwarding.allow: refused by sshd.
