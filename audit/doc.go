@@ -4,6 +4,7 @@
 // from the debug log; its schema is documented in docs/audit.md.
 //
 // Strings from clients (user names, commands) are JSON-escaped, so a
-// hostile value can never break a line in two or forge a field. It must
-// not import other bastion packages.
+// hostile value can never break a line in two or forge a field.
+//
+// It must not import other bastion packages.
 package audit

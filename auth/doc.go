@@ -12,7 +12,8 @@
 //
 // Implementations of Directory live in sub-packages: auth/static (a YAML
 // file, used by `bastion dev`) and auth/ldap (OpenLDAP). This package uses
-// golang.org/x/crypto/ssh only for its key and certificate types; it must
-// not import sshd, session or any backend, and knows nothing of SSH
-// channels: it decides, sshd enforces.
+// golang.org/x/crypto/ssh only for its key and certificate types, and
+// knows nothing of SSH channels: it decides, sshd enforces. It must not
+// import sshd, session, session/local, session/kube, auth/ldap or
+// auth/static.
 package auth

@@ -6,5 +6,5 @@
 // receive only their own section. Secrets are never in the config text:
 // the config names files that hold them.
 //
-// This package must not import any other bastion package.
+// It must not import other bastion packages.
 package config

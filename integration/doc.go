@@ -7,4 +7,7 @@
 // Sub-packages start the real servers: integration/slapd (OpenLDAP),
 // integration/cluster (scripts for a single-node Kubernetes) and
 // integration/kubetest (client-go glue for that cluster).
+//
+// Its non-test code must not import other bastion packages: the tests
+// drive the binary.
 package integration

@@ -4,6 +4,7 @@
 // /healthz and /readyz.
 //
 // Label values are always bounded: reasons, kinds, cluster and image
-// names from the config, never user names or addresses. This package
-// must not import other bastion packages; they import it.
+// names from the config, never user names or addresses.
+//
+// It must not import other bastion packages; they import it.
 package ops

@@ -1,5 +1,6 @@
-// Package sshd is bastion's SSH server, and the only package that imports
-// the SSH library (golang.org/x/crypto/ssh). It owns the listener, host
+// Package sshd is bastion's SSH server, and the only package that speaks
+// the SSH protocol (golang.org/x/crypto/ssh; auth and its directories use
+// only its key types). It owns the listener, host
 // keys, the algorithms offered, public-key authentication against an
 // auth.Directory, the limits (login grace time, auth tries,
 // unauthenticated-connection cap, per-source and per-user caps,
@@ -10,7 +11,10 @@
 // Every connection is a goroutine tree rooted in the connection's context:
 // closing the connection cancels everything below it, and Shutdown waits
 // for every tree. sshd knows auth.Directory and session.Backend, never
-// LDAP or Kubernetes, and must not import them.
+// LDAP or Kubernetes.
+//
+// It must not import auth/ldap, auth/static, session/local, session/kube
+// or k8s.io/client-go.
 //
 // # Algorithms and the cipher steering
 //

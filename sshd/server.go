@@ -296,13 +296,6 @@ func (s *Server) releaseUserSession(user string) {
 	}
 }
 
-// Draining reports whether Shutdown has begun.
-func (s *Server) Draining() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.draining
-}
-
 // Shutdown stops accepting, tells every session that the server is
 // shutting down, waits for sessions to end until ctx is done, then cuts
 // the rest. It returns once every connection's goroutines have ended.

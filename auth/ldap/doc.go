@@ -24,4 +24,6 @@
 //
 // It must not know about SSH connections or sessions, log secrets, or
 // let an LDAP protocol error reach a user: errors wrap the auth sentinels.
+//
+// It must not import sshd, session or k8s.io/client-go.
 package ldap

@@ -4,4 +4,6 @@
 //
 // Keys come inline or from authorized_keys-style files, which are re-read
 // when they change. It must not do network I/O.
+//
+// It must not import sshd, session, auth/ldap or github.com/go-ldap/ldap/v3.
 package static

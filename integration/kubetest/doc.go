@@ -8,8 +8,11 @@
 // go test -short. Set BASTION_TEST_KUBECONFIG to use a cluster that is
 // already running instead.
 //
-// It must not be imported by non-test code, and it never fakes a cluster:
-// without -short a test gets a working cluster or fails with the reason.
+// It never fakes a cluster: without -short a test gets a working cluster
+// or fails with the reason.
 // The cluster's images are imported, never pulled: pods that use ShellImage
 // must set imagePullPolicy: Never.
+//
+// It is for tests only: non-test code must not import it. It must not
+// import other bastion packages.
 package kubetest

@@ -14,6 +14,6 @@
 // Every server is stopped by t.Cleanup. When slapd is not installed, Start
 // skips the test under -short and fails it otherwise.
 //
-// This package is for tests only: it must not be imported by the bastion
-// binary.
+// It is for tests only: non-test code must not import it. It must not
+// import other bastion packages.
 package slapd

@@ -60,7 +60,8 @@
 // yet), Start runs its loops (heartbeat, sweep, pre-flight), Close stops
 // them and waits. A one-off command (bastion images) skips Start.
 //
-// The package must not know about SSH: it implements session.Backend and
-// must not import sshd or golang.org/x/crypto/ssh. It never deletes
-// namespaces, and it never touches pods without its labels.
+// The package knows nothing of SSH: it implements session.Backend. It
+// never deletes namespaces, and it never touches pods without its labels.
+//
+// It must not import sshd, session/local, auth/ldap or auth/static.
 package kube

@@ -4,6 +4,8 @@
 //
 // When bastion runs as root, processes run with the account's uid, gid
 // and supplementary groups; otherwise they run as bastion's own user.
-// Forwarded connections are dialled from this host. It must not know
-// about SSH; it only implements session.Backend.
+// Forwarded connections are dialled from this host. It knows nothing of
+// SSH; it only implements session.Backend.
+//
+// It must not import sshd, session/kube or k8s.io/client-go.
 package local

@@ -5,4 +5,8 @@
 //
 // It drives the backend directly, with no SSH in between, so a failure
 // points at the backend.
+//
+// It is for tests only: non-test code must not import it. It must not
+// import sshd, session/local or session/kube: every backend's tests
+// import it, not the other way round.
 package sessiontest

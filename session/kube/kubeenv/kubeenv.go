@@ -1,13 +1,3 @@
-// Package kubeenv sets up what the kube backend's tests need on a real
-// cluster: the bastion's own identity with exactly the RBAC of
-// deploy/rbac (a ServiceAccount token in a kubeconfig file), home
-// directories for hostPath volumes, a switchable TCP proxy in front of the
-// API server (to take "the API server" down and up without disturbing
-// other tests on the shared cluster), and clean-up of everything a test's
-// project made.
-//
-// It is for tests only: callers get the admin config and clientset from
-// integration/kubetest. It never creates a cluster.
 package kubeenv
 
 import (
@@ -28,7 +18,6 @@ import (
 	authv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -302,14 +291,6 @@ func keys(m map[string]bool) []string {
 		out = append(out, k)
 	}
 	return out
-}
-
-// IgnoreNotFound is err unless it is a NotFound.
-func IgnoreNotFound(err error) error {
-	if apierrors.IsNotFound(err) {
-		return nil
-	}
-	return err
 }
 
 // Proxy is a TCP proxy that can be taken down (listener closed, every

@@ -17,8 +17,10 @@
 // (no fresh count above zero anywhere), pods whose only counts are stale,
 // ended pods and pods that never became ready; it deletes with the
 // resourceVersion it looked at as a precondition, so a session whose
-// count was published meanwhile keeps its pod.
+// count was published meanwhile keeps its pod. The heartbeat and the
+// sweep are jittered (pods.Every), so that replicas started together do
+// not all list at the same instant.
 //
-// It must not import sshd or auth, nor the kube backend itself: the
-// backend calls it, never the other way round.
+// The backend calls it, never the other way round. It must not import
+// sshd, auth/ldap, session/kube or session/kube/shellimage.
 package lifecycle

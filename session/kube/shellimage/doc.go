@@ -31,6 +31,7 @@
 // "which digests must the registry keep" (bastion images, ProtectList)
 // and feeds bastion_shell_image_pods.
 //
-// It must not import sshd, auth/ldap or the kube backend (which imports
-// it): the backend hands it the shell pod spec that probes start from.
+// The kube backend, which imports it, hands it the shell pod spec that
+// probes start from. It must not import sshd, auth/ldap, session/kube or
+// session/kube/lifecycle.
 package shellimage

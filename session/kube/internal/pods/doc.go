@@ -16,7 +16,7 @@
 // file (or the CA file it names) changes, and the Client of the current
 // generation.
 //
-// It must not import sshd, auth or the rest of bastion beyond config, ops
-// and session (for the user-facing error type); it knows nothing of
-// accounts, images or reaping.
+// It knows nothing of accounts, images or reaping. It must not import
+// sshd, auth/ldap, session/kube, session/kube/lifecycle or
+// session/kube/shellimage.
 package pods
