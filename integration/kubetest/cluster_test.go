@@ -23,7 +23,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/httpstream"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
@@ -32,6 +31,7 @@ import (
 	"k8s.io/client-go/tools/remotecommand"
 	"k8s.io/client-go/transport/spdy"
 	utilexec "k8s.io/client-go/util/exec"
+	"k8s.io/streaming/pkg/httpstream"
 
 	"github.com/bastion-ssh/bastion/integration/kubetest"
 )
@@ -530,7 +530,7 @@ func spdyDialer(cfg *rest.Config, u string) (httpstream.Dialer, error) {
 	if err != nil {
 		return nil, err
 	}
-	return spdy.NewDialer(upgrader, &http.Client{Transport: rt}, http.MethodPost, parsed), nil
+	return spdy.NewDialerForStreaming(upgrader, &http.Client{Transport: rt}, http.MethodPost, parsed), nil
 }
 
 func tunnelingDialer(cfg *rest.Config, u string) (httpstream.Dialer, error) {
@@ -538,7 +538,7 @@ func tunnelingDialer(cfg *rest.Config, u string) (httpstream.Dialer, error) {
 	if err != nil {
 		return nil, err
 	}
-	return portforward.NewSPDYOverWebsocketDialer(parsed, cfg)
+	return portforward.NewSPDYOverWebsocketDialerForStreaming(parsed, cfg)
 }
 
 var dialers = []dialer{
@@ -551,7 +551,7 @@ var dialers = []dialer{
 		if err != nil {
 			return nil, err
 		}
-		return portforward.NewFallbackDialer(tunnel, sp, func(err error) bool {
+		return portforward.NewFallbackDialerForStreaming(tunnel, sp, func(err error) bool {
 			fallback := httpstream.IsUpgradeFailure(err) || httpstream.IsHTTPSProxyError(err)
 			if fallback {
 				fallbacks.Add(1)
@@ -574,7 +574,7 @@ func testPortForward(t *testing.T, cfg *rest.Config, client kubernetes.Interface
 	fwdCtx, stop := context.WithCancel(ctx)
 	ready := make(chan struct{})
 	var errOut bytes.Buffer
-	fw, err := portforward.NewOnAddressesWithContext(fwdCtx, dial, []string{"127.0.0.1"}, []string{"0:8080"}, ready, io.Discard, &errOut)
+	fw, err := portforward.NewOnAddressesForStreamingWithContext(fwdCtx, dial, []string{"127.0.0.1"}, []string{"0:8080"}, ready, io.Discard, &errOut)
 	if err != nil {
 		t.Fatalf("port-forward: %v", err)
 	}

@@ -44,7 +44,8 @@ func TestRenderLDIF(t *testing.T) {
 	if !strings.HasPrefix(out, "dn: "+Base) || !strings.Contains(out, "k:: ") {
 		t.Errorf("rendered %q", out)
 	}
-	if AuthorizedKey("x-1") == AuthorizedKey("x-2") || AuthorizedKey("x-1") != AuthorizedKey("x-1") {
+	first, again := AuthorizedKey("x-1"), AuthorizedKey("x-1")
+	if first != again || first == AuthorizedKey("x-2") {
 		t.Error("test keys are not deterministic per name")
 	}
 }

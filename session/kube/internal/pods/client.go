@@ -13,7 +13,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/util/httpstream"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
@@ -23,6 +22,7 @@ import (
 	"k8s.io/client-go/tools/remotecommand"
 	watchtools "k8s.io/client-go/tools/watch"
 	"k8s.io/client-go/transport/spdy"
+	"k8s.io/streaming/pkg/httpstream"
 )
 
 // fieldManager names bastion in the managed fields of what it writes.
@@ -289,7 +289,7 @@ func (c *Client) PortForward(pod *corev1.Pod, port uint16) (conn httpstream.Conn
 }
 
 func (c *Client) dialer(u *url.URL) (httpstream.Dialer, error) {
-	tunnel, err := portforward.NewSPDYOverWebsocketDialer(u, c.rest)
+	tunnel, err := portforward.NewSPDYOverWebsocketDialerForStreaming(u, c.rest)
 	if err != nil {
 		return nil, fmt.Errorf("websocket port-forward dialer: %w", err)
 	}
@@ -297,8 +297,8 @@ func (c *Client) dialer(u *url.URL) (httpstream.Dialer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("spdy round tripper: %w", err)
 	}
-	sp := spdy.NewDialer(upgrader, &http.Client{Transport: rt}, http.MethodPost, u)
-	return portforward.NewFallbackDialer(tunnel, sp, shouldFallback), nil
+	sp := spdy.NewDialerForStreaming(upgrader, &http.Client{Transport: rt}, http.MethodPost, u)
+	return portforward.NewFallbackDialerForStreaming(tunnel, sp, shouldFallback), nil
 }
 
 // shouldFallback: WebSocket first, SPDY when the upgrade is refused (an
