@@ -3,6 +3,7 @@ package kube
 import (
 	"context"
 	"crypto/rand"
+	_ "embed"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -36,7 +37,7 @@ import (
 // (neither the API server nor the kubelet nor the runtime kill it). So
 // when a session ends before its process did (the SSH connection dropped,
 // the channel closed, bastion drains), bastion runs a second exec,
-// killScript TOKEN END: it finds every process in the pod whose
+// kill.sh TOKEN END: it finds every process in the pod whose
 // environment carries the token or whose session is that of such a
 // leader, sends SIGHUP and SIGCONT (what a hung-up terminal sends), waits
 // up to two seconds, and SIGKILLs what is left. SSH "signal" requests use
@@ -54,41 +55,10 @@ cd "$HOME" 2>/dev/null || cd /
 if [ -z "$cmd" ]; then exec "$sh" -l; fi
 exec "$sh" -c "$cmd"`
 
-const killScript = `t=$1 sig=$2 all= lead=
-for d in /proc/[0-9]*; do
-  p=${d#/proc/}
-  grep -qzxF "BASTION_SESSION=$t" "$d/environ" 2>/dev/null || continue
-  all="$all $p"
-  read -r st < "$d/stat" 2>/dev/null || continue
-  set -- ${st##*) }
-  [ "$4" = "$p" ] && lead="$lead $p"
-done
-[ -n "$all" ] || exit 0
-if [ "$sig" != END ]; then
-  [ -n "$lead" ] && kill -s "$sig" $lead 2>/dev/null
-  exit 0
-fi
-for d in /proc/[0-9]*; do
-  p=${d#/proc/}
-  read -r st < "$d/stat" 2>/dev/null || continue
-  set -- ${st##*) }
-  for l in $lead; do [ "$4" = "$l" ] && all="$all $p"; done
-done
-kill -HUP $all 2>/dev/null; kill -CONT $all 2>/dev/null
-i=0
-while [ $i -lt 10 ]; do
-  left=
-  for p in $all; do
-    read -r st < "/proc/$p/stat" 2>/dev/null || continue
-    set -- ${st##*) }
-    [ "$1" = Z ] || left="$left $p"
-  done
-  [ -n "$left" ] || exit 0
-  sleep 0.2
-  i=$((i+1))
-done
-kill -KILL $left 2>/dev/null
-exit 0`
+// killScript is kill.sh: kill.sh TOKEN SIGNAL|END.
+//
+//go:embed kill.sh
+var killScript string
 
 // With kube.pod.helper_image set, the pod has bastion-helper (an init
 // container copies it from bastion's image into an emptyDir at helperDir)
