@@ -1,9 +1,14 @@
 package kube
 
 import (
+	"bytes"
+	"flag"
+	"os"
 	"slices"
 	"strings"
 	"testing"
+
+	"sigs.k8s.io/yaml"
 
 	corev1 "k8s.io/api/core/v1"
 
@@ -76,6 +81,7 @@ func TestPodSpec(t *testing.T) {
 	if pod.Name != podName("tools", "alice") || pod.Namespace != "user-alice" {
 		t.Errorf("name %s/%s", pod.Namespace, pod.Name)
 	}
+	golden(t, "testdata/podspec.golden.yaml", pod)
 	// Same input, same hash; another image, another hash.
 	if again := podSpec(cl, who(u, u.Account, "tools.", "tools"), "user-alice"); again.Annotations[pods.AnnoSpecHash] != pod.Annotations[pods.AnnoSpecHash] {
 		t.Error("spec hash is not stable")
@@ -124,5 +130,30 @@ func TestPodSpecHelper(t *testing.T) {
 	}
 	if pod.Annotations[pods.AnnoSpecHash] == plain.Annotations[pods.AnnoSpecHash] {
 		t.Error("the spec hash ignores the helper: pods made without it would be kept")
+	}
+}
+
+var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
+
+// golden compares v, as YAML, with the golden file at path (rewritten
+// with -update).
+func golden(t *testing.T, path string, v any) {
+	t.Helper()
+	got, err := yaml.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *update {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test -run %s -update to write it)", err, t.Name())
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("%s differs from what the code makes now; if the change is meant, run go test -run %s -update and review the diff:\n%s", path, t.Name(), got)
 	}
 }

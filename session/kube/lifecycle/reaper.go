@@ -15,7 +15,7 @@ import (
 // sweep looks at every shell pod of every cluster each interval, until ctx
 // ends, and deletes those nobody uses any more.
 func (t *Tracker) sweep(ctx context.Context) {
-	every(ctx, t.cfg.SweepInterval, func(ctx context.Context) {
+	pods.Every(ctx, t.cfg.SweepInterval, func(ctx context.Context) {
 		for _, cl := range t.cfg.Clusters {
 			t.sweepCluster(ctx, cl)
 		}

@@ -247,7 +247,7 @@ func entries(pod *corev1.Pod) map[string]entry {
 // heartbeat refreshes the annotations of the pods this replica has
 // sessions in, every interval, until ctx ends.
 func (t *Tracker) heartbeat(ctx context.Context) {
-	every(ctx, t.cfg.HeartbeatInterval, func(ctx context.Context) {
+	pods.Every(ctx, t.cfg.HeartbeatInterval, func(ctx context.Context) {
 		t.mu.Lock()
 		var live []*Use
 		for _, u := range t.uses {
@@ -262,19 +262,4 @@ func (t *Tracker) heartbeat(ctx context.Context) {
 			}
 		}
 	})
-}
-
-// every runs fn each interval until ctx ends, the first time after one
-// interval.
-func every(ctx context.Context, interval time.Duration, fn func(context.Context)) {
-	tick := time.NewTicker(interval)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-		fn(ctx)
-	}
 }

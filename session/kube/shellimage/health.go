@@ -39,7 +39,9 @@ type Health struct {
 	pending  map[string]string // clusters whose pre-flight is due, and why
 	kick     chan struct{}
 	running  bool // the pre-flight loop runs (Start)
-	series   imageSeries
+
+	gaugeMu sync.Mutex // one gauge update at a time
+	series  imageSeries
 }
 
 // New returns the shell-image state of cfg's clusters, which lives until

@@ -198,6 +198,8 @@ type imageSeries map[[3]string]bool
 // updateGauge sets bastion_shell_image_pods from a fresh inventory. A
 // cluster that cannot be listed keeps its last series.
 func (h *Health) updateGauge(ctx context.Context) {
+	h.gaugeMu.Lock()
+	defer h.gaugeMu.Unlock()
 	invs := h.Inventory(ctx)
 	h.mu.Lock()
 	defer h.mu.Unlock()

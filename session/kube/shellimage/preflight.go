@@ -301,24 +301,22 @@ func (h *Health) Start() {
 	h.mu.Unlock()
 	h.request("", "start")
 	h.wg.Go(func() { h.loop(h.ctx) })
+	h.wg.Go(func() { pods.Every(h.ctx, h.cfg.Kube.SweepInterval, h.updateGauge) })
+	if d := h.cfg.Kube.Preflight.RetryInterval; d > 0 {
+		h.wg.Go(func() { pods.Every(h.ctx, d, h.retry) })
+	}
 }
 
-// Wait waits for the pre-flight loop; the context must have ended.
+// Wait waits for the pre-flight loops; the context must have ended.
 func (h *Health) Wait() { h.wg.Wait() }
 
 // Recheck runs pre-flight again for every cluster soon (a config
 // reload); it does not wait.
 func (h *Health) Recheck(why string) { h.request("", why) }
 
+// loop runs the pre-flight of the clusters asked for (request), and then
+// updates the gauge.
 func (h *Health) loop(ctx context.Context) {
-	gauge := time.NewTicker(h.cfg.Kube.SweepInterval)
-	defer gauge.Stop()
-	var retry <-chan time.Time
-	if d := h.cfg.Kube.Preflight.RetryInterval; d > 0 {
-		t := time.NewTicker(d)
-		defer t.Stop()
-		retry = t.C
-	}
 	for {
 		if pending := h.takePending(); len(pending) > 0 {
 			h.preflight(ctx, pending)
@@ -329,14 +327,16 @@ func (h *Health) loop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-h.kick:
-		case <-gauge.C:
-			h.updateGauge(ctx)
-		case <-retry:
-			for _, cl := range h.cfg.Clusters {
-				if h.needsRetry(cl) {
-					h.request(cl.Name(), "retry: an image failed or the cluster could not be asked")
-				}
-			}
+		}
+	}
+}
+
+// retry asks for the pre-flight of every cluster with an image that
+// failed or was not probed.
+func (h *Health) retry(context.Context) {
+	for _, cl := range h.cfg.Clusters {
+		if h.needsRetry(cl) {
+			h.request(cl.Name(), "retry: an image failed or the cluster could not be asked")
 		}
 	}
 }
