@@ -95,6 +95,8 @@ func docRules(t *testing.T, pkgs map[string]*pkgInfo, p *pkgInfo) (rules, bool) 
 			case strings.Contains(strings.SplitN(w, "/", 2)[0], ".") && strings.Contains(w, "/"):
 				r.forbidden = append(r.forbidden, w)
 				named++
+			case strings.ContainsAny(w, "/-"):
+				t.Errorf("%s/doc.go: must not import %q: no package of this module has that path, and another module's needs its full path", p.path, w)
 			}
 		}
 		if named == 0 {

@@ -17,6 +17,6 @@
 //   - install: copy the binary into the pod's shared volume (the init
 //     container's job; bastion's image has no cp).
 //
-// It must not import client-go, sshd, session or config: the binary is
+// It must not import k8s.io/client-go, sshd, session or config: the binary is
 // copied into every pod and stays small and static (CGO_ENABLED=0).
 package podhelper

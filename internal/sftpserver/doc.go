@@ -7,7 +7,7 @@
 // It takes OpenSSH sftp-server's flags where they make sense (-R, -d, -u)
 // so that ssh.sftp_server lines written for one work with the other.
 //
-// It must not import sshd, session, config or client-go: it is linked
+// It must not import sshd, session, config or k8s.io/client-go: it is linked
 // into the small static helper binary that runs inside pods, and it never
 // switches users (the backend starts it as the account).
 package sftpserver
