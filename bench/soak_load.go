@@ -258,7 +258,7 @@ func (r *soakRun) session(ctx context.Context, i int, kind string) {
 			}
 			// Typed into the interactive shell; the marker is split so
 			// that the echo of the command line does not contain it.
-			if _, err := io.WriteString(stdin, "stty raw -echo; printf 'SOAK''-READY'; exec cat\n"); err == nil {
+			if _, err = io.WriteString(stdin, "stty raw -echo; printf 'SOAK''-READY'; exec cat\n"); err == nil {
 				err = waitFor(stdout, "SOAK-READY", 30*time.Second)
 			}
 			if err != nil {
@@ -399,7 +399,7 @@ func (r *soakRun) logins(ctx context.Context) {
 			select {
 			case <-ctx.Done():
 				return
-			case <-time.After(start.Add(time.Duration(started+1) * every).Sub(time.Now())):
+			case <-time.After(time.Until(start.Add(time.Duration(started+1) * every))):
 			}
 			continue
 		}
@@ -517,7 +517,6 @@ type sampler struct {
 	last    time.Time
 	lastCPU float64
 	lastOK  int64
-	lastIn  int64
 	lastBad int64
 }
 
