@@ -121,9 +121,14 @@ func startDevEnv(t testing.TB, env []string, configYAML string, extraArgs ...str
 	return startBastionEnv(t, env, dir, key, args...)
 }
 
-// startBastionEnv runs the bastion binary with args and env (added to
-// this process's environment) and waits until it prints its "Log in
-// with" line.
+// startBastion runs the bastion binary with args and waits until it
+// prints its "Log in with" line.
+func startBastion(t testing.TB, dir, key string, args ...string) *server {
+	t.Helper()
+	return startBastionEnv(t, nil, dir, key, args...)
+}
+
+// startBastionEnv is startBastion with extra environment variables.
 func startBastionEnv(t testing.TB, env []string, dir, key string, args ...string) *server {
 	t.Helper()
 	s := &server{t: t, key: key, dir: dir, done: make(chan struct{})}
