@@ -185,24 +185,12 @@ func TestAlgorithms(t *testing.T) {
 	}
 }
 
-// TestREADMEReference: the README's config reference parses and
-// validates, and its algorithm lists are the defaults.
+// TestREADMEReference: the README's config reference
+// (testdata/readme/reference.yaml) validates, and its algorithm lists are
+// the defaults.
 func TestREADMEReference(t *testing.T) {
 	t.Parallel()
-	data, err := os.ReadFile("../README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, rest, ok := strings.Cut(string(data), "## Config reference")
-	_, rest, ok2 := strings.Cut(rest, "```yaml\n")
-	block, _, ok3 := strings.Cut(rest, "```")
-	if !ok || !ok2 || !ok3 {
-		t.Fatal("no yaml block under ## Config reference")
-	}
-	cfg, err := Parse([]byte(block))
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg, _ := readmeExample(t, "reference.yaml")
 	if err := cfg.Validate(); err != nil {
 		t.Errorf("Validate: %v", err)
 	}

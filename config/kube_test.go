@@ -1,77 +1,18 @@
 package config
 
 import (
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 )
 
-// kubeYAML is the worked example of the README's Kubernetes section.
-const kubeYAML = `
-ssh:
-  listen: ":22"
-  host_keys: [/etc/bastion/ssh_host_ed25519_key]
-directory:
-  type: ldap
-ldap:
-  urls: [ldaps://ldap-ro.example.org]
-  base_dn: dc=example,dc=org
-backend:
-  type: kube
-forwarding:
-  allow: ["db.example.org:3306"]   # dialled from the bastion
-kube:
-  project_group_pattern: "project-{project}"
-  default_project: tools
-  idle_timeout: 30m
-  start_timeout: 60s
-  qps: 50
-  burst: 100
-  pod:
-    image: registry.example.org/toolforge/shell@sha256:4b8a0c9f1e2d3c4b5a69788796a5b4c3d2e1f00112233445566778899aabbccd
-    cpu_request: 100m
-    cpu_limit: 300m
-    memory_request: 256Mi
-    memory_limit: 1Gi
-    pids_limit: 100
-    home:
-      type: nfs
-      server: nfs.example.org
-      path: "{home}"
-    priority_class_name: interactive
-    node_selector: {pool: shells}
-    tolerations:
-      - {key: shells, operator: Exists, effect: NoSchedule}
-  clusters:
-    - name: tools
-      kubeconfig: kube/tools.kubeconfig
-    - name: deployment-prep
-      kubeconfig: kube/deployment-prep.kubeconfig
-      namespace:
-        tool: "{project}-tool-{account}"
-        user: "{project}-user-{account}"
-        create: true
-      pod:
-        memory_limit: 2Gi
-        home: {type: pvc, claim: homes, sub_path: "{account}"}
-`
-
+// The README's worked example (testdata/readme/kube.yaml): paths resolve
+// next to the file, defaults fill the rest, clusters override kube.pod key
+// by key.
 func TestKubeWorkedExample(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	path := filepath.Join(dir, "bastion.yaml")
-	if err := os.WriteFile(path, []byte(kubeYAML), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cfg.Validate(); err != nil {
-		t.Fatalf("Validate: %v", err)
-	}
+	cfg, dir := readmeExample(t, "kube.yaml")
 	k := cfg.Kube
 	if want := filepath.Join(dir, "kube/tools.kubeconfig"); k.Clusters[0].Kubeconfig != want {
 		t.Errorf("kubeconfig %q, want it resolved to %q", k.Clusters[0].Kubeconfig, want)
