@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -28,9 +29,26 @@ import (
 // destinations to Dial, which allows only the account's own namespaces;
 // everything else is subject to forwarding.allow and dialled from the
 // bastion.
+//
+// Loopback destinations (localhost, 127.0.0.0/8, ::1) are in the cluster
+// too: they mean the account's own shell pod, never the bastion's own
+// loopback, whatever forwarding.allow says.
 func (b *Backend) InCluster(host string) bool {
+	if isLoopback(host) {
+		return true
+	}
 	_, ok := parseTarget(host, b.cfg.ClusterDomain, b.shapes)
 	return ok
+}
+
+// isLoopback reports whether host is localhost or a loopback address.
+func isLoopback(host string) bool {
+	h := strings.TrimSuffix(strings.ToLower(strings.Trim(host, "[]")), ".")
+	if h == "localhost" || strings.HasSuffix(h, ".localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(h)
+	return err == nil && ip.Unmap().IsLoopback()
 }
 
 // Dial opens a connection for ssh -L. In-cluster names (see InCluster)
@@ -42,6 +60,9 @@ func (b *Backend) Dial(ctx context.Context, r session.Request, network, address 
 	host, portStr, err := net.SplitHostPort(address)
 	if err != nil {
 		return nil, fmt.Errorf("dial %q: %w", address, err)
+	}
+	if isLoopback(host) {
+		return b.dialOwnPod(ctx, r, portStr)
 	}
 	tg, inCluster := parseTarget(host, b.cfg.ClusterDomain, b.shapes)
 	if !inCluster {
@@ -82,6 +103,40 @@ func (b *Backend) Dial(ctx context.Context, r session.Request, network, address 
 			fmt.Sprintf("%s.%s is another account's shell; forwarding to it is not allowed", tg.name, ns))
 	}
 	return b.forward(ctx, c, pod, podPort)
+}
+
+// dialOwnPod forwards to port on the loopback of r's account's own shell
+// pod (ssh -L N:localhost:N to a dev server or notebook in the shell). It
+// never starts a pod: with no shell running, nothing of the user's listens.
+func (b *Backend) dialOwnPod(ctx context.Context, r session.Request, portStr string) (net.Conn, error) {
+	port, err := strconv.ParseUint(portStr, 10, 16)
+	if err != nil || port == 0 {
+		return nil, session.UserErrorf(err, fmt.Sprintf("bad port %q", portStr))
+	}
+	cl, id, err := b.resolve(r)
+	if err != nil {
+		return nil, err
+	}
+	c, err := cl.Client()
+	if err != nil {
+		return nil, err
+	}
+	ns := namespaceFor(cl.Cfg, id)
+	name := podName(cl.Name(), id.acct.Name)
+	pod, err := c.Get(ctx, ns, name)
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil, session.UserErrorf(err, fmt.Sprintf("localhost is your shell in %s, and it is not running: log in, start what should listen on port %d, then forward", cl.Name(), port))
+	case err != nil:
+		return nil, pods.APIError(c.Project(), "get pod "+ns+"/"+name, err)
+	}
+	if err := checkOwner(pod, id); err != nil {
+		return nil, err
+	}
+	if !pods.Ready(pod) {
+		return nil, session.UserErrorf(nil, fmt.Sprintf("your shell in %s is not ready yet; try again in a moment", cl.Name()))
+	}
+	return b.forward(ctx, c, pod, uint16(port))
 }
 
 // allowedIn reports whether r's account may forward into namespace ns,
