@@ -32,6 +32,7 @@ commands:
 `
 
 func main() {
+	closeInherited()
 	if os.Getenv("GOGC") == "" {
 		// x/crypto allocates a fresh buffer for every packet it reads
 		// (transport.go, connectionState.readPacket), so a bulk transfer

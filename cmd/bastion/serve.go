@@ -9,6 +9,8 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"slices"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/bastion-ssh/bastion/audit"
@@ -116,20 +118,30 @@ func serve(cfg config.Config, load func() (config.Config, error), watched []stri
 	defer signal.Stop(sigs)
 
 	cur := cfg // the config in force, as of the last good reload
+	var curFiles atomic.Pointer[[]string]
+	setFiles := func(c config.Config) {
+		f := append(append([]string{}, watched...), watchedFiles(c)...)
+		curFiles.Store(&f)
+	}
+	setFiles(cfg)
 	doReload := func(why string) {
 		if load == nil {
 			log.Warn("nothing to reload: no config file (dev mode without --config)", "trigger", why)
 			return
 		}
-		if next, ok := reload(load, srv, log, why); ok {
-			cur = next
+		next, ok := reload(load, srv, log, why)
+		if !ok {
+			return
 		}
-		if p, ok := backend.(imageChecker); ok {
+		prev := cur
+		cur = next
+		setFiles(cur)
+		if p, ok := backend.(imageChecker); ok && imagesChanged(prev, cur) {
 			p.Recheck(why) // pre-flight again, in the background
 		}
 	}
 	changed := make(chan struct{}, 1)
-	w, err := watchFiles(ctx, watched, trustFiles(cfg.SSH), log, changed)
+	w, err := watchFiles(ctx, func() []string { return *curFiles.Load() }, log, changed)
 	if err != nil {
 		log.Warn("cannot watch config and key files; reload with SIGHUP", "err", err)
 	} else {
@@ -213,6 +225,37 @@ func reload(load func() (config.Config, error), srv *sshd.Server, log *slog.Logg
 	ops.Reloads.WithLabelValues("config", "ok").Inc()
 	log.Info("config reloaded", "trigger", why)
 	return cfg, true
+}
+
+// watchedFiles are the files whose content change reloads: the key
+// files (trustFiles), the users file and the kubeconfigs.
+func watchedFiles(c config.Config) []string {
+	files := trustFiles(c.SSH)
+	if c.Directory.Type == "static" {
+		files = append(files, c.Directory.File)
+	}
+	if c.Backend.Type == "kube" {
+		for _, cl := range c.Kube.Clusters {
+			files = append(files, cl.Kubeconfig)
+		}
+	}
+	return files
+}
+
+// imagesChanged reports whether the shell images (primary and fallbacks,
+// per cluster) or the pre-flight settings differ between two configs:
+// only then is pre-flight run again on a reload.
+func imagesChanged(a, b config.Config) bool {
+	if a.Kube.Preflight != b.Kube.Preflight || len(a.Kube.Clusters) != len(b.Kube.Clusters) {
+		return true
+	}
+	for i := range a.Kube.Clusters {
+		ca, cb := a.Kube.Clusters[i], b.Kube.Clusters[i]
+		if ca.Name != cb.Name || !slices.Equal(a.Kube.Images(ca), b.Kube.Images(cb)) {
+			return true
+		}
+	}
+	return false
 }
 
 // trustFiles are the key files a reload re-reads when they change: host
