@@ -101,6 +101,13 @@ var readyRE = regexp.MustCompile(`ssh -p (\d+) (\S+)@(\S+)`)
 // key. configYAML, if not empty, is passed with --config.
 func startDev(t testing.TB, configYAML string, extraArgs ...string) *server {
 	t.Helper()
+	return startDevCmd(t, configYAML, nil, extraArgs...)
+}
+
+// startDevCmd is startDev with a hook to prepare the command (extra
+// files, environment) before it starts.
+func startDevCmd(t testing.TB, configYAML string, prepare func(*exec.Cmd), extraArgs ...string) *server {
+	t.Helper()
 	return startDevEnv(t, nil, configYAML, extraArgs...)
 }
 
