@@ -352,7 +352,10 @@ LogLevel INFO
   sftp_server: %s
 limits:
   max_startups: 10000
+  per_source_max_startups: 10000
   max_conns_per_source: 10000
+  penalties:
+    enabled: false
   max_sessions_per_user: 10000
   shutdown_grace: 1s
 log:
