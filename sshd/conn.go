@@ -86,11 +86,22 @@ func newConn(s *Server, nc net.Conn, src netip.Addr, st *settings) *conn {
 
 func (c *conn) touch() { c.lastActivity.Store(time.Now().UnixNano()) }
 
-// serve runs the connection until the transport closes.
-func (c *conn) serve(parent context.Context) {
+// serve runs the handshake and returns the connection's loop, which
+// serves it until the transport closes; nil when the handshake failed or
+// ended the connection (it is then closed). The caller runs the loop on
+// a fresh goroutine: the handshake grows this goroutine's stack to 8 KiB
+// or more, and Go shrinks a stack only at a GC, while an idle connection
+// waits for hours. The loop's goroutine parks in one select with a 4 KiB
+// stack instead of 8 KiB (measured with 327 idle shells).
+func (c *conn) serve(parent context.Context) (loop func()) {
 	c.ctx, c.cancel = context.WithCancelCause(parent)
-	defer c.cancel(errors.New("connection closed"))
-	defer c.nc.Close()
+	handedOff := false
+	defer func() {
+		if !handedOff {
+			c.nc.Close()
+			c.cancel(errors.New("connection closed"))
+		}
+	}()
 
 	lim := c.st.Limits
 	grace := time.Now().Add(lim.LoginGraceTime)
@@ -106,11 +117,11 @@ func (c *conn) serve(parent context.Context) {
 	}
 	_ = c.nc.SetDeadline(time.Time{})
 	c.sc = sc
-	defer sc.Close()
 	res, _ := sc.Permissions.ExtraData[authResultKey{}].(*authResult)
 	if res == nil {
+		sc.Close()
 		c.log.Error("authenticated without an authentication result; closing")
-		return
+		return nil
 	}
 	c.login, c.user, c.account, c.grant = res.login, res.user, res.account, res.grant
 	c.restrict = c.grant.Restrictions
@@ -137,7 +148,16 @@ func (c *conn) serve(parent context.Context) {
 	ops.AuthAttempts.WithLabelValues("publickey", "success").Inc()
 	c.srv.audit.Emit(ev)
 	c.touch()
+	handedOff = true
+	return func() { c.loop(sc, chans, reqs) }
+}
 
+// loop serves an authenticated connection: new channels and global
+// requests, until the transport closes.
+func (c *conn) loop(sc *ssh.ServerConn, chans <-chan ssh.NewChannel, reqs <-chan *ssh.Request) {
+	defer c.cancel(errors.New("connection closed"))
+	defer c.nc.Close()
+	defer sc.Close()
 	stopTimers := c.startTimers()
 	closerDone := make(chan struct{})
 	stopCloser := context.AfterFunc(c.ctx, func() {

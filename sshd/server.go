@@ -213,16 +213,28 @@ func (s *Server) admit(ctx context.Context, nc net.Conn) {
 
 	ops.ConnectionsTotal.WithLabelValues().Inc()
 	ops.ConnectionsActive.WithLabelValues().Inc()
-	go func() {
-		defer s.connWG.Done()
-		defer ops.ConnectionsActive.WithLabelValues().Dec()
-		c.serve(ctx)
+	done := func() {
 		s.mu.Lock()
 		delete(s.conns, c)
 		if s.perSource[src]--; s.perSource[src] <= 0 {
 			delete(s.perSource, src)
 		}
 		s.mu.Unlock()
+		ops.ConnectionsActive.WithLabelValues().Dec()
+		s.connWG.Done()
+	}
+	go func() {
+		loop := c.serve(ctx)
+		if loop == nil {
+			done()
+			return
+		}
+		// A fresh goroutine with a small stack for the idle wait (see
+		// serve); this one ends here.
+		go func() {
+			defer done()
+			loop()
+		}()
 	}()
 }
 
