@@ -168,7 +168,7 @@ func soak(ctx context.Context, opt soakOptions, out io.Writer) (*soakReport, err
 		w.srv.stop() // frees every client stuck on it
 		<-drained
 	}
-	rep.cpu = w.srv.cpuSeconds()
+	rep.cpu, rep.childCPU = ownCPU(w.srv.pid())
 	rep.clientCPU = selfCPUSeconds()
 	rep.wall = time.Since(rep.started)
 
@@ -521,14 +521,15 @@ type sampler struct {
 }
 
 func newSampler(r *soakRun, rep *soakReport) *sampler {
-	return &sampler{r: r, rep: rep, last: time.Now(), lastCPU: r.w.srv.cpuSeconds()}
+	own, _ := ownCPU(r.w.srv.pid())
+	return &sampler{r: r, rep: rep, last: time.Now(), lastCPU: own}
 }
 
 func (s *sampler) row(ctx context.Context) {
 	now := time.Now()
 	el := now.Sub(s.last).Seconds()
-	if el < 0.5 {
-		return
+	if el < 2 {
+		return // the last tick was just now
 	}
 	r := s.r
 	r.mu.Lock()
@@ -540,7 +541,7 @@ func (s *sampler) row(ctx context.Context) {
 	for _, t := range r.traffic {
 		ok += t.ok.Load()
 	}
-	cpu := r.w.srv.cpuSeconds()
+	cpu, _ := ownCPU(r.w.srv.pid())
 	m, _ := r.w.metrics(ctx)
 	row := soakRow{
 		at:         now.Sub(s.rep.started),
@@ -580,6 +581,16 @@ func ms(d time.Duration) string { return fmt.Sprintf("%.1fms", float64(d)/float6
 func rssKiB(pid int) int64 {
 	m, _ := readMem(pid)
 	return m.RSS
+}
+
+// ownCPU is the CPU seconds of pid itself and of its children that have
+// exited and been waited for.
+func ownCPU(pid int) (own, children float64) {
+	st, ok := readStat(pid)
+	if !ok {
+		return 0, 0
+	}
+	return float64(st.cpuTicks) / clockTicks, float64(st.childCPU) / clockTicks
 }
 
 func selfCPUSeconds() float64 {

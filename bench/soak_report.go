@@ -19,7 +19,7 @@ type soakReport struct {
 	baseGoroutines, endGoroutines int
 	baseRSS, endRSS               int64 // KiB
 	leftProcs                     int   // session processes left after every client went
-	cpu, clientCPU                float64
+	cpu, childCPU, clientCPU      float64
 	loginOK, loginBad             int64
 	loginSkipped                  int64
 	errs                          []string
@@ -105,7 +105,7 @@ func (r *soakReport) markdown() string {
 	fmt.Fprintf(&b, "- bastion: %s; OpenSSH clients: %s\n", r.bastion, r.openssh)
 	fmt.Fprintf(&b, "- mix: 40%% pty sessions (an interactive shell that runs `stty raw -echo; exec cat`), 30%% exec `cat`, 30%% `ssh -L` streams to a loopback echo server, each on its own connection, each moving random chunks at %d B/s each way on average and checking every chunk that comes back; plus %d workers copying random files with OpenSSH's `scp`, `scp -O` and `sftp` and comparing SHA-256; plus %.0f new logins/s (x/crypto client: TCP, key exchange, public-key auth)\n",
 		o.rate, o.openssh, o.loginRate)
-	fmt.Fprintf(&b, "- the clients run on the same machine as bastion: soak process %.0f CPU s, bastion %.0f CPU s (its process, and the session processes it has waited for; not those still running)\n\n", r.clientCPU, r.cpu)
+	fmt.Fprintf(&b, "- the clients run on the same machine as bastion: soak process %.0f CPU s; bastion's process %.0f CPU s, its session processes (cat, shells, scp, sftp-server) %.0f CPU s\n\n", r.clientCPU, r.cpu, r.childCPU)
 
 	var sent, ok, corrupt, lost int64
 	b.WriteString("| traffic | sessions / copies | failed | bytes sent | bytes back intact | bytes different | bytes lost |\n|---|---:|---:|---:|---:|---:|---:|\n")
