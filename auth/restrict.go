@@ -134,7 +134,8 @@ func (r Restrictions) Summary() []string {
 }
 
 // AllowsOpen reports whether ssh -L to host:port is allowed by the
-// restrictions (the server's forwarding policy is checked separately).
+// restrictions. internal/forwardpolicy's Policy applies it before the
+// server's forwarding.allow.
 func (r Restrictions) AllowsOpen(host string, port uint32) error {
 	if r.NoPortForwarding {
 		return errors.New("port forwarding is disabled for this key (no-port-forwarding)")

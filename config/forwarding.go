@@ -9,7 +9,9 @@ import (
 	"strings"
 )
 
-// Forwarding is the policy for `ssh -L` (direct-tcpip) destinations.
+// Forwarding is the forwarding.allow list for `ssh -L` (direct-tcpip)
+// destinations: its syntax and validation. internal/forwardpolicy's
+// Policy evaluates it.
 type Forwarding struct {
 	// Allow lists destination patterns "HOST:PORTS". HOST is an IP, a CIDR
 	// (10.0.0.0/8), a host name or a glob of one (*.db.example.org), or

@@ -5,8 +5,9 @@
 // auth.Directory, the limits (login grace time, auth tries,
 // unauthenticated-connection cap, per-source and per-user caps,
 // keepalives, idle and session timeouts), channel dispatch (session:
-// shell, exec, subsystem sftp, become; direct-tcpip: ssh -L through a
-// forwarding policy) and the graceful drain.
+// shell, exec, subsystem sftp, become; direct-tcpip: ssh -L, each checked by
+// internal/forwardpolicy's Policy before the backend dials it) and the
+// graceful drain.
 //
 // Every connection is a goroutine tree rooted in the connection's context:
 // closing the connection cancels everything below it, and Shutdown waits

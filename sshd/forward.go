@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/netip"
 	"strconv"
 	"sync"
 	"time"
@@ -14,20 +13,10 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/bastion-ssh/bastion/audit"
-	"github.com/bastion-ssh/bastion/config"
 	"github.com/bastion-ssh/bastion/internal/clip"
 	"github.com/bastion-ssh/bastion/ops"
 	"github.com/bastion-ssh/bastion/session"
 )
-
-// clusterNames is a backend that reaches names inside its own platform
-// (kube: Services and pods, NAME or NAME.NAMESPACE[.svc[.DOMAIN]]) and
-// applies its own policy to them (the account's own namespaces): for
-// those, Dial decides and forwarding.allow is not consulted. Every other
-// destination is checked against forwarding.allow first.
-type clusterNames interface {
-	InCluster(host string) bool
-}
 
 // dialTimeout bounds connecting a forwarded channel.
 const dialTimeout = 10 * time.Second
@@ -55,7 +44,8 @@ func (c *conn) handleDirectTCPIP(nch ssh.NewChannel) {
 	dest := net.JoinHostPort(m.Host, strconv.Itoa(int(m.Port)))
 	log := c.log.With("kind", "forward", "destination", dest, "account", c.account.Name)
 	// deny is the one path for a forward refused by policy: the key's
-	// restrictions, forwarding.allow, or the backend's own rules.
+	// restrictions and forwarding.allow (forwardpolicy.Policy), or the
+	// backend's own rules (session.ErrForbidden from Dial).
 	deny := func(reason, msg string) {
 		log.Warn("forward denied", "reason", reason)
 		ops.Forwards.WithLabelValues("denied").Inc()
@@ -63,14 +53,7 @@ func (c *conn) handleDirectTCPIP(nch ssh.NewChannel) {
 			Destination: dest, Reason: reason})
 		_ = nch.Reject(ssh.Prohibited, msg)
 	}
-	if err := c.restrict.AllowsOpen(m.Host, m.Port); err != nil {
-		deny(err.Error(), "bastion: forwarding to "+dest+" is not allowed: "+err.Error())
-		return
-	}
-	addr, err := dest, error(nil)
-	if cn, ok := c.srv.backend.(clusterNames); !ok || !cn.InCluster(m.Host) {
-		addr, err = allowForward(c.ctx, c.st.rules, m.Host, m.Port)
-	}
+	addr, err := c.st.policy.Check(c.ctx, c.restrict, m.Host, m.Port)
 	if err != nil {
 		deny(err.Error(), "bastion: forwarding to "+dest+" is not allowed: "+err.Error())
 		return
@@ -159,58 +142,4 @@ func (c *conn) copyCounted(dst io.Writer, src io.Reader, n interface{ Add(int64)
 		c.touch()
 	})
 	return total
-}
-
-// allowForward applies the forwarding policy and returns the address to
-// dial. Host names matched only by an IP rule are resolved here, and the
-// resolved, checked address is dialled (no second lookup to race).
-func allowForward(ctx context.Context, rules []config.ForwardRule, host string, port uint32) (string, error) {
-	if port == 0 || port > 65535 {
-		return "", fmt.Errorf("port %d is out of range", port)
-	}
-	p := uint16(port)
-	if len(rules) == 0 {
-		return "", errors.New("port forwarding is disabled on this server")
-	}
-	if ip, err := netip.ParseAddr(host); err == nil {
-		for _, r := range rules {
-			if r.MatchPort(p) && r.MatchIP(ip) {
-				return net.JoinHostPort(ip.Unmap().String(), strconv.Itoa(int(p))), nil
-			}
-		}
-		return "", errors.New("destination not in the allow list (forwarding.allow)")
-	}
-	for _, r := range rules {
-		if r.MatchPort(p) && r.MatchName(host) {
-			return net.JoinHostPort(host, strconv.Itoa(int(p))), nil
-		}
-	}
-	hasIPRule := false
-	for _, r := range rules {
-		if r.Prefix.IsValid() && r.MatchPort(p) {
-			hasIPRule = true
-		}
-	}
-	if !hasIPRule {
-		return "", errors.New("destination not in the allow list (forwarding.allow)")
-	}
-	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	ips, err := net.DefaultResolver.LookupNetIP(rctx, "ip", host)
-	if err != nil || len(ips) == 0 {
-		return "", fmt.Errorf("cannot resolve %s", host)
-	}
-	for _, ip := range ips {
-		ok := false
-		for _, r := range rules {
-			if r.MatchPort(p) && r.MatchIP(ip) {
-				ok = true
-				break
-			}
-		}
-		if !ok {
-			return "", fmt.Errorf("%s resolves to %s, which is not in the allow list", host, ip)
-		}
-	}
-	return net.JoinHostPort(ips[0].Unmap().String(), strconv.Itoa(int(p))), nil
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/bastion-ssh/bastion/audit"
 	"github.com/bastion-ssh/bastion/auth"
 	"github.com/bastion-ssh/bastion/config"
+	"github.com/bastion-ssh/bastion/internal/forwardpolicy"
 	"github.com/bastion-ssh/bastion/ops"
 	"github.com/bastion-ssh/bastion/session"
 )
@@ -40,8 +41,8 @@ type Settings struct {
 
 type settings struct {
 	Settings
-	rules  []config.ForwardRule
-	exempt []netip.Prefix // Limits.Penalties.Exempt
+	policy *forwardpolicy.Policy // who may forward where
+	exempt []netip.Prefix        // Limits.Penalties.Exempt
 }
 
 // Deps are the server's collaborators.
@@ -107,7 +108,7 @@ func (s *Server) Reload(st Settings) error {
 	if st.HostKeys.Len() == 0 {
 		return errors.New("no host keys loaded")
 	}
-	rules, err := st.Forwarding.Rules()
+	policy, err := forwardpolicy.New(st.Forwarding, s.backend)
 	if err != nil {
 		return fmt.Errorf("forwarding.allow: %w", err)
 	}
@@ -115,7 +116,7 @@ func (s *Server) Reload(st Settings) error {
 	if err != nil {
 		return fmt.Errorf("limits.penalties.%w", err)
 	}
-	s.cur.Store(&settings{Settings: st, rules: rules, exempt: exempt})
+	s.cur.Store(&settings{Settings: st, policy: policy, exempt: exempt})
 	return nil
 }
 

@@ -388,41 +388,6 @@ func TestUnauthenticatedCap(t *testing.T) {
 	}
 }
 
-func TestForwardPolicy(t *testing.T) {
-	rules := func(s ...string) []config.ForwardRule {
-		f := config.Forwarding{Allow: s}
-		r, err := f.Rules()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return r
-	}
-	tests := []struct {
-		rules   []config.ForwardRule
-		host    string
-		port    uint32
-		want    string
-		wantErr bool
-	}{
-		{rules("127.0.0.0/8:*"), "127.0.0.1", 80, "127.0.0.1:80", false},
-		{rules("127.0.0.0/8:*"), "10.0.0.1", 80, "", true},
-		{rules("127.0.0.1:5432"), "127.0.0.1", 5433, "", true},
-		{rules("127.0.0.1:5000-5010"), "127.0.0.1", 5005, "127.0.0.1:5005", false},
-		{rules("*.db.example.org:3306"), "x.db.example.org", 3306, "x.db.example.org:3306", false},
-		{rules("*.db.example.org:3306"), "db.example.org.evil.com", 3306, "", true},
-		{rules("[::1]:*"), "::1", 22, "[::1]:22", false},
-		{rules("127.0.0.0/8:*"), "localhost", 22, "127.0.0.1:22", false},
-		{rules(), "127.0.0.1", 22, "", true},
-		{rules("127.0.0.0/8:*"), "127.0.0.1", 70000, "", true},
-	}
-	for _, tt := range tests {
-		got, err := allowForward(context.Background(), tt.rules, tt.host, tt.port)
-		if (err != nil) != tt.wantErr || got != tt.want {
-			t.Errorf("allowForward(%s, %d) = %q, %v; want %q, err %v", tt.host, tt.port, got, err, tt.want, tt.wantErr)
-		}
-	}
-}
-
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()

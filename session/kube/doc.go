@@ -47,8 +47,9 @@
 // pod, reached with a port-forward through the API server; only the
 // account's own namespace and, for a person, the namespaces of the tools
 // they maintain are allowed, and never another account's shell pod.
-// Other destinations are dialled from the bastion, under the caller's
-// forwarding policy (InCluster tells the caller which is which).
+// Other destinations are dialled from the bastion, under forwarding.allow
+// (InCluster tells internal/forwardpolicy which is which; its doc.go says
+// where each part of the forwarding decision lives).
 //
 // Clusters. Each project has a cluster with its own kubeconfig (reloaded
 // when the file changes), namespace templates, image and pod settings; a

@@ -18,15 +18,20 @@ import (
 	"k8s.io/streaming/pkg/httpstream"
 
 	"github.com/bastion-ssh/bastion/auth"
+	"github.com/bastion-ssh/bastion/internal/forwardpolicy"
 	"github.com/bastion-ssh/bastion/session"
 	"github.com/bastion-ssh/bastion/session/kube/internal/pods"
 )
 
+// The backend claims the names inside its clusters from the forwarding
+// policy and decides them itself (allowedIn).
+var _ forwardpolicy.ClusterNames = (*Backend)(nil)
+
 // InCluster reports whether host names a Service or pod in a project's
 // cluster rather than a host: NAME (in the account's own namespace),
 // NAME.NAMESPACE where NAMESPACE looks like a namespace template's
-// output, or NAME.NAMESPACE.svc[.CLUSTER-DOMAIN]. sshd leaves such
-// destinations to Dial, which allows only the account's own namespaces;
+// output, or NAME.NAMESPACE.svc[.CLUSTER-DOMAIN]. The forwarding policy
+// (internal/forwardpolicy) leaves such destinations to Dial, which allows only the account's own namespaces;
 // everything else is subject to forwarding.allow and dialled from the
 // bastion.
 //
