@@ -348,8 +348,6 @@ func (k *Kube) resolvePaths(abs func(*string)) {
 	}
 }
 
-var dns1123Label = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
-
 // templateVars are the placeholders templates may use.
 var templateVars = []string{"{account}", "{name}", "{project}", "{home}", "{uid}"}
 
@@ -373,7 +371,7 @@ func (k *Kube) validate(p *Problems, path string) {
 		switch {
 		case c.Name == "":
 			p.Addf(cp+".name", "required (the project's name)")
-		case !dns1123Label.MatchString(c.Name) || len(c.Name) > 40:
+		case !isDNSLabel(c.Name) || len(c.Name) > 40:
 			p.Addf(cp+".name", "%q must be a lower-case DNS label of at most 40 characters", c.Name)
 		case seen[c.Name]:
 			p.Addf(cp+".name", "%q is used by another cluster", c.Name)
@@ -388,13 +386,13 @@ func (k *Kube) validate(p *Problems, path string) {
 			if !strings.Contains(t, "{account}") && !strings.Contains(t, "{name}") {
 				// One shared namespace is allowed: pods are still per account.
 				probe := strings.ReplaceAll(t, "{project}", "p")
-				if !dns1123Label.MatchString(probe) {
+				if !isDNSLabel(probe) {
 					p.Addf(np, "%q is not a valid namespace name", t)
 				}
 				continue
 			}
 			probe := strings.NewReplacer("{account}", "a", "{name}", "a", "{project}", "p").Replace(t)
-			if !dns1123Label.MatchString(probe) {
+			if !isDNSLabel(probe) {
 				p.Addf(np, "%q does not make valid namespace names (lower-case letters, digits and '-')", t)
 			}
 		}
@@ -415,33 +413,22 @@ func (k *Kube) validate(p *Problems, path string) {
 	if k.ReplicaID != "" && !regexp.MustCompile(`^[A-Za-z0-9]([-A-Za-z0-9_.]{0,30}[A-Za-z0-9])?$`).MatchString(k.ReplicaID) {
 		p.Addf(path+".replica_id", "%q must be 1 to 32 letters, digits, '-', '_' or '.'", k.ReplicaID)
 	}
-	positive := func(key string, d time.Duration) {
-		if d <= 0 {
-			p.Addf(path+"."+key, "must be positive, not %s", d)
-		}
-	}
-	positive("idle_timeout", k.IdleTimeout)
-	positive("sweep_interval", k.SweepInterval)
-	positive("heartbeat_interval", k.HeartbeatInterval)
-	positive("start_timeout", k.StartTimeout)
-	positive("api_timeout", k.APITimeout)
-	if k.QPS <= 0 {
-		p.Addf(path+".qps", "must be positive, not %v", k.QPS)
-	}
-	if k.Burst < 1 {
-		p.Addf(path+".burst", "must be at least 1, not %d", k.Burst)
-	}
+	Positive(p, path+".idle_timeout", k.IdleTimeout)
+	Positive(p, path+".sweep_interval", k.SweepInterval)
+	Positive(p, path+".heartbeat_interval", k.HeartbeatInterval)
+	Positive(p, path+".start_timeout", k.StartTimeout)
+	Positive(p, path+".api_timeout", k.APITimeout)
+	Positive(p, path+".qps", k.QPS)
+	AtLeast(p, path+".burst", k.Burst, 1)
 	if k.ClusterDomain == "" || strings.HasPrefix(k.ClusterDomain, ".") || strings.HasSuffix(k.ClusterDomain, ".") {
 		p.Addf(path+".cluster_domain", "%q must be a domain like cluster.local", k.ClusterDomain)
 	}
 	pf := k.Preflight
-	positive("preflight.timeout", pf.Timeout)
-	if pf.RetryInterval < 0 {
-		p.Addf(path+".preflight.retry_interval", "must not be negative, not %s", pf.RetryInterval)
-	}
+	Positive(p, path+".preflight.timeout", pf.Timeout)
+	NonNegative(p, path+".preflight.retry_interval", pf.RetryInterval)
 	if pf.Namespace != "" {
 		checkTemplate(p, path+".preflight.namespace", pf.Namespace, "{project}")
-		if probe := strings.ReplaceAll(pf.Namespace, "{project}", "p"); !dns1123Label.MatchString(probe) {
+		if probe := strings.ReplaceAll(pf.Namespace, "{project}", "p"); !isDNSLabel(probe) {
 			p.Addf(path+".preflight.namespace", "%q is not a valid namespace name", pf.Namespace)
 		}
 	}
@@ -497,8 +484,8 @@ func validatePod(p *Problems, path string, pod KubePod) {
 			p.Addf(path+"."+pair[0], "%s is more than %s %s", req.String(), pair[1], lim.String())
 		}
 	}
-	if pod.PidsLimit != nil && *pod.PidsLimit < 0 {
-		p.Addf(path+".pids_limit", "must not be negative, not %d", *pod.PidsLimit)
+	if pod.PidsLimit != nil {
+		NonNegative(p, path+".pids_limit", *pod.PidsLimit)
 	}
 	if pod.TerminationGracePeriod < 0 {
 		p.Addf(path+".termination_grace_period", "must not be negative")

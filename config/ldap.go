@@ -226,29 +226,14 @@ func (l *LDAP) validate(p *Problems, path string) {
 		p.Addf(key("bind_password_file"), "set, but bind_dn is empty")
 	}
 
-	positive := func(k string, d time.Duration) {
-		if d <= 0 {
-			p.Addf(key(k), "must be positive, not %s", d)
-		}
-	}
-	nonneg := func(k string, d time.Duration) {
-		if d < 0 {
-			p.Addf(key(k), "must not be negative, not %s", d)
-		}
-	}
-	atLeast1 := func(k string, n int) {
-		if n < 1 {
-			p.Addf(key(k), "must be at least 1, not %d", n)
-		}
-	}
-	positive("dial_timeout", l.DialTimeout)
-	positive("timeout", l.Timeout)
-	positive("time_limit", l.TimeLimit)
-	positive("pool_idle_timeout", l.PoolIdleTimeout)
-	nonneg("cache_ttl", l.CacheTTL)
-	nonneg("stale_if_error", l.StaleIfError)
-	nonneg("negative_ttl", l.NegativeTTL)
-	nonneg("stale_wait", l.StaleWait)
+	Positive(p, key("dial_timeout"), l.DialTimeout)
+	Positive(p, key("timeout"), l.Timeout)
+	Positive(p, key("time_limit"), l.TimeLimit)
+	Positive(p, key("pool_idle_timeout"), l.PoolIdleTimeout)
+	NonNegative(p, key("cache_ttl"), l.CacheTTL)
+	NonNegative(p, key("stale_if_error"), l.StaleIfError)
+	NonNegative(p, key("negative_ttl"), l.NegativeTTL)
+	NonNegative(p, key("stale_wait"), l.StaleWait)
 	if l.DialTimeout > 0 && l.Timeout > 0 && l.DialTimeout+l.Timeout > LoginLookupBudget/2 {
 		p.Addf(key("timeout"), "dial_timeout (%s) + timeout (%s) must be at most %s: a login waits %s for the directory, and a hung first server must leave time for the next one",
 			l.DialTimeout, l.Timeout, LoginLookupBudget/2, LoginLookupBudget)
@@ -256,9 +241,9 @@ func (l *LDAP) validate(p *Problems, path string) {
 	if l.StaleWait >= LoginLookupBudget/2 {
 		p.Addf(key("stale_wait"), "must be under %s (a login waits %s for the directory), not %s", LoginLookupBudget/2, LoginLookupBudget, l.StaleWait)
 	}
-	atLeast1("size_limit", l.SizeLimit)
-	atLeast1("pool_size", l.PoolSize)
-	atLeast1("cache_max_entries", l.CacheMaxEntries)
+	AtLeast(p, key("size_limit"), l.SizeLimit, 1)
+	AtLeast(p, key("pool_size"), l.PoolSize, 1)
+	AtLeast(p, key("cache_max_entries"), l.CacheMaxEntries, 1)
 }
 
 func checkLDAPURL(s string) string {

@@ -140,18 +140,14 @@ func (pe *Penalties) validate(p *Problems, path string) {
 		d   time.Duration
 	}{{"auth_failure", pe.AuthFailure}, {"no_auth", pe.NoAuth}, {"grace_exceeded", pe.GraceExceeded},
 		{"protocol_error", pe.ProtocolError}, {"min", pe.Min}} {
-		if f.d < 0 {
-			p.Addf(path+"."+f.key, "must not be negative, not %s", f.d)
-		}
+		NonNegative(p, path+"."+f.key, f.d)
 	}
 	if pe.Max <= 0 {
 		p.Addf(path+".max", "must be positive, not %s", pe.Max)
 	} else if pe.Min >= pe.Max {
 		p.Addf(path+".min", "must be less than max (%s), not %s", pe.Max, pe.Min)
 	}
-	if pe.MaxSources < 1 {
-		p.Addf(path+".max_sources", "must be at least 1, not %d", pe.MaxSources)
-	}
+	AtLeast(p, path+".max_sources", pe.MaxSources, 1)
 	for i, e := range pe.Exempt {
 		if _, err := parsePrefix(e); err != nil {
 			p.Addf(path+".exempt["+strconv.Itoa(i)+"]", "%s", err)

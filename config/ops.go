@@ -1,7 +1,5 @@
 package config
 
-import "strconv"
-
 // Ops configures the operations HTTP listener (/metrics, /healthz, /readyz).
 type Ops struct {
 	// Listen is host:port; empty disables the listener. Keep it off the
@@ -41,7 +39,5 @@ func (o *Ops) validate(p *Problems, path string) {
 func (a *Audit) validate(_ *Problems, _ string) {}
 
 func (r *Recording) validate(p *Problems, path string) {
-	if r.MaxBytes <= 0 {
-		p.Addf(path+".max_bytes", "must be positive, not %s", strconv.FormatInt(r.MaxBytes, 10))
-	}
+	Positive(p, path+".max_bytes", r.MaxBytes)
 }

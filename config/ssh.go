@@ -174,34 +174,22 @@ func defaultLimits() Limits {
 }
 
 func (l *Limits) validate(p *Problems, path string) {
-	pos := func(key string, v int) {
-		if v <= 0 {
-			p.Addf(path+"."+key, "must be at least 1, not %d", v)
-		}
-	}
-	nonneg := func(key string, d time.Duration) {
-		if d < 0 {
-			p.Addf(path+"."+key, "must not be negative, not %s", d)
-		}
-	}
-	if l.LoginGraceTime <= 0 {
-		p.Addf(path+".login_grace_time", "must be positive, not %s", l.LoginGraceTime)
-	}
-	pos("max_auth_tries", l.MaxAuthTries)
+	Positive(p, path+".login_grace_time", l.LoginGraceTime)
+	AtLeast(p, path+".max_auth_tries", l.MaxAuthTries, 1)
 	l.MaxStartups.validate(p, path+".max_startups")
-	pos("per_source_max_startups", l.PerSourceMaxStartups)
-	pos("max_conns_per_source", l.MaxConnsPerSource)
+	AtLeast(p, path+".per_source_max_startups", l.PerSourceMaxStartups, 1)
+	AtLeast(p, path+".max_conns_per_source", l.MaxConnsPerSource, 1)
 	l.Penalties.validate(p, path+".penalties")
-	pos("max_env_vars", l.MaxEnvVars)
-	pos("max_env_bytes", l.MaxEnvBytes)
-	pos("max_sessions_per_conn", l.MaxSessionsPerConn)
-	pos("max_sessions_per_user", l.MaxSessionsPerUser)
-	pos("max_channels_per_conn", l.MaxChannelsPerConn)
-	nonneg("keepalive_interval", l.KeepaliveInterval)
+	AtLeast(p, path+".max_env_vars", l.MaxEnvVars, 1)
+	AtLeast(p, path+".max_env_bytes", l.MaxEnvBytes, 1)
+	AtLeast(p, path+".max_sessions_per_conn", l.MaxSessionsPerConn, 1)
+	AtLeast(p, path+".max_sessions_per_user", l.MaxSessionsPerUser, 1)
+	AtLeast(p, path+".max_channels_per_conn", l.MaxChannelsPerConn, 1)
+	NonNegative(p, path+".keepalive_interval", l.KeepaliveInterval)
 	if l.KeepaliveInterval > 0 {
-		pos("keepalive_count_max", l.KeepaliveCountMax)
+		AtLeast(p, path+".keepalive_count_max", l.KeepaliveCountMax, 1)
 	}
-	nonneg("idle_timeout", l.IdleTimeout)
-	nonneg("max_session_duration", l.MaxSessionDuration)
-	nonneg("shutdown_grace", l.ShutdownGrace)
+	NonNegative(p, path+".idle_timeout", l.IdleTimeout)
+	NonNegative(p, path+".max_session_duration", l.MaxSessionDuration)
+	NonNegative(p, path+".shutdown_grace", l.ShutdownGrace)
 }
