@@ -1,10 +1,12 @@
 package auth
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 
 	"golang.org/x/crypto/ssh"
@@ -116,4 +118,27 @@ func (w *KeyWarnings) Warn(log *slog.Logger, source string, line []byte, err err
 		msg = "SSH key skipped: its options are invalid"
 	}
 	log.Warn(msg, "source", source, "err", err.Error())
+}
+
+// eachKeyLine calls fn with each line of a key file (authorized_keys
+// syntax: blank lines and # comments skipped, lines of at most
+// MaxKeyLine bytes) and its 1-based number, stopping at fn's first error.
+func eachKeyLine(data []byte, fn func(n int, line string) error) error {
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 0, 4096), MaxKeyLine)
+	n := 0
+	for sc.Scan() {
+		n++
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		if err := fn(n, line); err != nil {
+			return err
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("line %d: %w", n+1, err)
+	}
+	return nil
 }

@@ -1,7 +1,6 @@
 package auth
 
 import (
-	"bufio"
 	"bytes"
 	"crypto/sha1"
 	"crypto/sha256"
@@ -87,28 +86,23 @@ func ParseRevocations(data []byte) (*Revocations, error) {
 
 func parseRevokedList(data []byte) (*Revocations, error) {
 	r := newRevocations()
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(make([]byte, 0, 4096), MaxKeyLine)
-	for n := 1; sc.Scan(); n++ {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || line[0] == '#' {
-			continue
-		}
+	err := eachKeyLine(data, func(n int, line string) error {
 		if fp, ok := strings.CutPrefix(line, "SHA256:"); ok {
 			h, err := base64.RawStdEncoding.DecodeString(strings.TrimRight(fp, "="))
 			if err != nil || len(h) != sha256.Size {
-				return nil, fmt.Errorf("line %d: bad SHA256 fingerprint", n)
+				return fmt.Errorf("line %d: bad SHA256 fingerprint", n)
 			}
 			r.sha256[[sha256.Size]byte(h)] = struct{}{}
-			continue
+			return nil
 		}
 		k, _, _, _, err := ssh.ParseAuthorizedKey([]byte(line))
 		if err != nil {
-			return nil, fmt.Errorf("line %d: not a public key or SHA256 fingerprint: %w", n, err)
+			return fmt.Errorf("line %d: not a public key or SHA256 fingerprint: %w", n, err)
 		}
 		r.keys[string(plainBlob(k))] = struct{}{}
-	}
-	if err := sc.Err(); err != nil {
+		return nil
+	})
+	if err != nil {
 		return nil, err
 	}
 	return r, nil

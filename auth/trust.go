@@ -1,13 +1,11 @@
 package auth
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
 	"net/netip"
 	"os"
-	"strings"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -33,27 +31,22 @@ func LoadCAKeys(path string) ([]AuthorizedKey, error) {
 		return nil, err
 	}
 	var cas []AuthorizedKey
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(make([]byte, 0, 4096), MaxKeyLine)
-	for n := 1; sc.Scan(); n++ {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || line[0] == '#' {
-			continue
-		}
+	err = eachKeyLine(data, func(n int, line string) error {
 		k, _, opts, _, err := ssh.ParseAuthorizedKey([]byte(line))
 		if err != nil {
-			return nil, fmt.Errorf("%s:%d: %w", path, n, err)
+			return fmt.Errorf("%s:%d: %w", path, n, err)
 		}
 		if len(opts) > 0 {
-			return nil, fmt.Errorf("%s:%d: options are not allowed on a CA key", path, n)
+			return fmt.Errorf("%s:%d: options are not allowed on a CA key", path, n)
 		}
 		if _, ok := k.(*ssh.Certificate); ok {
-			return nil, fmt.Errorf("%s:%d: a certificate cannot be a CA key", path, n)
+			return fmt.Errorf("%s:%d: a certificate cannot be a CA key", path, n)
 		}
 		cas = append(cas, AuthorizedKey{Key: k, Source: fmt.Sprintf("%s:%d", path, n)})
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("read %s: %w", path, err)
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	if len(cas) == 0 {
 		return nil, fmt.Errorf("%s: no CA key in the file", path)

@@ -381,14 +381,16 @@ log:
 
 	// The client side: one ssh_config for ssh, scp, sftp.
 	b.sshConfig = filepath.Join(dir, "ssh_config")
-	clientCfg := fmt.Sprintf(`# written by go run ./bench
-Host openssh
-  HostName 127.0.0.1
-  Port %d
-Host bastion
-  HostName 127.0.0.1
-  Port %d
-Host *
+	hosts := fmt.Sprintf("Host openssh\n  HostName 127.0.0.1\n  Port %d\nHost bastion\n  HostName 127.0.0.1\n  Port %d\n", b.opt.sshdPort, b.opt.bastionPort)
+	return writeSSHConfig(b.sshConfig, hosts, b.me.name, b.keyPath, 10)
+}
+
+// writeSSHConfig writes an ssh_config for the bench's OpenSSH clients:
+// hosts (Host blocks), then, for every host, the user, the one key, no
+// agent, no known_hosts, no multiplexing and no prompts.
+func writeSSHConfig(path, hosts, user, keyPath string, connectTimeout int) error {
+	cfg := fmt.Sprintf(`# written by go run ./bench
+%sHost *
   User %s
   IdentityFile %s
   IdentitiesOnly yes
@@ -404,9 +406,9 @@ Host *
   ControlPath none
   ForwardAgent no
   ForwardX11 no
-  ConnectTimeout 10
-`, b.opt.sshdPort, b.opt.bastionPort, b.me.name, b.keyPath)
-	return os.WriteFile(b.sshConfig, []byte(clientCfg), 0o600)
+  ConnectTimeout %d
+`, hosts, user, keyPath, connectTimeout)
+	return os.WriteFile(path, []byte(cfg), 0o600)
 }
 
 func copyFile(src, dst string, perm os.FileMode) error {

@@ -321,24 +321,8 @@ log:
 
 	// OpenSSH's clients, for the scp/sftp sample.
 	w.sshConfig = filepath.Join(dir, "ssh_config")
-	clientCfg := fmt.Sprintf(`Host bastion
-  HostName 127.0.0.1
-  Port %d
-  User %s
-  IdentityFile %s
-  IdentitiesOnly yes
-  IdentityAgent none
-  UserKnownHostsFile /dev/null
-  GlobalKnownHostsFile /dev/null
-  StrictHostKeyChecking no
-  UpdateHostKeys no
-  BatchMode yes
-  LogLevel ERROR
-  ControlMaster no
-  ControlPath none
-  ConnectTimeout 30
-`, port, w.user, w.keyPath)
-	if err := os.WriteFile(w.sshConfig, []byte(clientCfg), 0o600); err != nil {
+	hosts := fmt.Sprintf("Host bastion\n  HostName 127.0.0.1\n  Port %d\n", port)
+	if err := writeSSHConfig(w.sshConfig, hosts, w.user, w.keyPath, 30); err != nil {
 		return fail(err)
 	}
 
