@@ -52,15 +52,19 @@ type Log struct {
 	Level string `yaml:"level"`
 }
 
-// Load reads a YAML config file over Default(). Unknown keys are errors.
-// Relative paths in the file are resolved against the file's directory.
-// Load does not validate: call Validate.
-func Load(path string) (Config, error) {
+// Load reads a YAML config file and fills in Default() for every key it
+// does not set. Unknown keys are errors. Relative paths in the file are
+// resolved against the file's directory. Load does not validate: call
+// Validate.
+func Load(path string) (Config, error) { return LoadWithDefaults(path, Default()) }
+
+// LoadWithDefaults is Load with other defaults (bastion dev's).
+func LoadWithDefaults(path string, defaults Config) (Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return Config{}, fmt.Errorf("read config: %w", err)
 	}
-	cfg, err := Parse(data)
+	cfg, err := parse(data, defaults)
 	if err != nil {
 		return Config{}, fmt.Errorf("config %s: %w", path, err)
 	}
@@ -68,12 +72,14 @@ func Load(path string) (Config, error) {
 	return cfg, nil
 }
 
-// Parse decodes YAML over Default(). Unknown keys are errors.
-func Parse(data []byte) (Config, error) {
-	cfg := Default()
+// Parse decodes YAML and fills in Default() for every key it does not
+// set. Unknown keys are errors.
+func Parse(data []byte) (Config, error) { return parse(data, Default()) }
+
+func parse(data []byte, defaults Config) (Config, error) {
+	var doc yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+	if err := dec.Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
 		return Config{}, fmt.Errorf("parse: %s", cleanYAMLError(err))
 	}
 	// A second document is almost certainly a mistake.
@@ -81,6 +87,15 @@ func Parse(data []byte) (Config, error) {
 	if err := dec.Decode(&extra); err == nil {
 		return Config{}, fmt.Errorf("parse: more than one YAML document")
 	}
+	var cfg Config
+	if len(doc.Content) > 0 {
+		strict := yaml.NewDecoder(bytes.NewReader(data))
+		strict.KnownFields(true)
+		if err := strict.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+			return Config{}, fmt.Errorf("parse: %s", cleanYAMLError(err))
+		}
+	}
+	SetDefaults(&cfg, &doc, defaults)
 	return cfg, nil
 }
 

@@ -328,3 +328,21 @@ func TestRecordingDirUnwritable(t *testing.T) {
 		t.Errorf("no log line for the failed recording")
 	}
 }
+
+// TestDevKeepsWhatTheConfigSets: bastion dev fills in its own defaults
+// only for keys the config leaves unset; a key set to serve's default
+// (audit.output: stdout) is kept, not taken for unset.
+func TestDevKeepsWhatTheConfigSets(t *testing.T) {
+	needTools(t, "ssh")
+	t.Parallel()
+	s := startDev(t, "audit:\n  output: stdout\n")
+	s.run(t, "", "--", "true")
+	waitFor(t, "the audit events on stdout", 10*time.Second, func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return strings.Contains(s.stdout.String(), `"event":"auth.success"`)
+	})
+	if strings.Contains(s.logs(), `"event":"auth.success"`) {
+		t.Errorf("audit events on stderr although audit.output is stdout")
+	}
+}

@@ -53,23 +53,23 @@ func cmdDev(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 
-	cfg := config.Default()
+	// Dev's defaults, for what the config file (if any) leaves unset: dev
+	// runs beside other things on a laptop, so no fixed metrics port
+	// unless the config asks for one, audit events go with the log, and
+	// ssh listens on a port a user may open.
+	defaults := config.Default()
+	defaults.Ops.Listen = ""
+	defaults.Audit.Output = "stderr"
+	defaults.SSH.Listen = devListen
+	cfg := defaults
 	if *cfgPath != "" {
-		cfg, err = config.Load(*cfgPath)
+		cfg, err = config.LoadWithDefaults(*cfgPath, defaults)
 		if err != nil {
 			fmt.Fprintf(stderr, "bastion dev: %v\n", err)
 			return 1
 		}
 	}
 	cfg.Log.Format = "text"
-	// Dev runs beside other things on a laptop: no fixed metrics port
-	// unless the config asks for one, and audit events go with the log.
-	if cfg.Ops.Listen == config.Default().Ops.Listen {
-		cfg.Ops.Listen = ""
-	}
-	if cfg.Audit.Output == config.Default().Audit.Output {
-		cfg.Audit.Output = "stderr"
-	}
 	// The invoking user's own mistypes on this machine do not lock them
 	// out: the loopback address a dev client uses is exempt from
 	// penalties unless the config names its own exemptions.
@@ -78,8 +78,6 @@ func cmdDev(args []string, stdout, stderr io.Writer) int {
 	}
 	if *listen != "" {
 		cfg.SSH.Listen = *listen
-	} else if cfg.SSH.Listen == config.Default().SSH.Listen {
-		cfg.SSH.Listen = devListen
 	}
 	if len(cfg.SSH.HostKeys) == 0 {
 		paths, err := sshd.EnsureHostKeys(filepath.Join(*stateDir, "hostkeys"))
@@ -149,13 +147,12 @@ func cmdDev(args []string, stdout, stderr io.Writer) int {
 		devCfg := cfg
 		path := *cfgPath
 		watched = []string{path}
+		reloadDefaults := defaults
+		reloadDefaults.SSH.Listen = devCfg.SSH.Listen // --listen, or dev's own
 		load = func() (config.Config, error) {
-			c, err := config.Load(path)
+			c, err := config.LoadWithDefaults(path, reloadDefaults)
 			if err != nil {
 				return c, err
-			}
-			if c.SSH.Listen == config.Default().SSH.Listen {
-				c.SSH.Listen = devCfg.SSH.Listen
 			}
 			if len(c.SSH.HostKeys) == 0 {
 				c.SSH.HostKeys = devCfg.SSH.HostKeys
