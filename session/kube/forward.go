@@ -78,15 +78,7 @@ func (b *Backend) Dial(ctx context.Context, r session.Request, network, address 
 		}
 		return c, nil
 	}
-	port, err := strconv.ParseUint(portStr, 10, 16)
-	if err != nil || port == 0 {
-		return nil, session.UserErrorf(err, fmt.Sprintf("bad port %q", portStr))
-	}
-	cl, id, err := b.resolve(r)
-	if err != nil {
-		return nil, err
-	}
-	c, err := cl.Client()
+	port, cl, id, c, err := b.forwardTarget(r, portStr)
 	if err != nil {
 		return nil, err
 	}
@@ -99,7 +91,7 @@ func (b *Backend) Dial(ctx context.Context, r session.Request, network, address 
 		return nil, session.UserErrorf(fmt.Errorf("namespace %s is not %s's: %w", ns, r.Account.Name, session.ErrForbidden),
 			fmt.Sprintf("forwarding into namespace %s is not allowed: only your own (and your tools') namespaces in %s", ns, cl.Name()))
 	}
-	pod, podPort, err := resolveTarget(ctx, c, tg.name, ns, uint16(port))
+	pod, podPort, err := resolveTarget(ctx, c, tg.name, ns, port)
 	if err != nil {
 		return nil, err
 	}
@@ -114,15 +106,7 @@ func (b *Backend) Dial(ctx context.Context, r session.Request, network, address 
 // pod (ssh -L N:localhost:N to a dev server or notebook in the shell). It
 // never starts a pod: with no shell running, nothing of the user's listens.
 func (b *Backend) dialOwnPod(ctx context.Context, r session.Request, portStr string) (net.Conn, error) {
-	port, err := strconv.ParseUint(portStr, 10, 16)
-	if err != nil || port == 0 {
-		return nil, session.UserErrorf(err, fmt.Sprintf("bad port %q", portStr))
-	}
-	cl, id, err := b.resolve(r)
-	if err != nil {
-		return nil, err
-	}
-	c, err := cl.Client()
+	port, cl, id, c, err := b.forwardTarget(r, portStr)
 	if err != nil {
 		return nil, err
 	}
@@ -141,7 +125,25 @@ func (b *Backend) dialOwnPod(ctx context.Context, r session.Request, portStr str
 	if !pods.Ready(pod) {
 		return nil, session.UserErrorf(nil, fmt.Sprintf("your shell in %s is not ready yet; try again in a moment", cl.Name()))
 	}
-	return b.forward(ctx, c, pod, uint16(port))
+	return b.forward(ctx, c, pod, port)
+}
+
+// forwardTarget parses a forward's port and finds r's cluster, identity
+// and pod client: what every in-cluster forward starts with.
+func (b *Backend) forwardTarget(r session.Request, portStr string) (uint16, *pods.Cluster, identity, *pods.Client, error) {
+	port, err := strconv.ParseUint(portStr, 10, 16)
+	if err != nil || port == 0 {
+		return 0, nil, identity{}, nil, session.UserErrorf(err, fmt.Sprintf("bad port %q", portStr))
+	}
+	cl, id, err := b.resolve(r)
+	if err != nil {
+		return 0, nil, identity{}, nil, err
+	}
+	c, err := cl.Client()
+	if err != nil {
+		return 0, nil, identity{}, nil, err
+	}
+	return uint16(port), cl, id, c, nil
 }
 
 // allowedIn reports whether r's account may forward into namespace ns,
