@@ -136,7 +136,10 @@ func serve(cfg config.Config, load func() (config.Config, error), watched []stri
 		prev := cur
 		cur = next
 		setFiles(cur)
-		if p, ok := backend.(imageChecker); ok && imagesChanged(prev, cur) {
+		// A file change re-runs pre-flight only when the images changed
+		// (a log file beside the config must not start probe pods); a
+		// SIGHUP is the operator asking, e.g. after re-importing an image.
+		if p, ok := backend.(imageChecker); ok && (why == "SIGHUP" || imagesChanged(prev, cur)) {
 			p.Recheck(why) // pre-flight again, in the background
 		}
 	}
