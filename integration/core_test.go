@@ -233,6 +233,27 @@ func TestInteractiveShell(t *testing.T) {
 	}
 }
 
+// transferFiles writes size bytes of the test pattern to src and makes
+// dir/remote for the copies; it returns src's sha256 and the remote dir.
+func transferFiles(t *testing.T, dir, src string, size int64) (want, remote string) {
+	t.Helper()
+	f, err := os.Create(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.CopyN(f, newPattern(), size); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	remote = filepath.Join(dir, "remote")
+	if err := os.Mkdir(remote, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return sha(t, src), remote
+}
+
 func sha(t *testing.T, path string) string {
 	t.Helper()
 	f, err := os.Open(path)
@@ -259,19 +280,7 @@ func TestFileTransfer(t *testing.T) {
 	if testing.Short() {
 		size = 8 << 20
 	}
-	f, err := os.Create(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.CopyN(f, newPattern(), size); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	want := sha(t, src)
-	remote := filepath.Join(dir, "remote")
-	if err := os.Mkdir(remote, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	want, remote := transferFiles(t, dir, src, size)
 	opts := s.sshOpts()
 	sshCmd := "ssh " + strings.Join(append(opts, "-p", s.port), " ")
 	target := s.user + "@127.0.0.1:"

@@ -2,7 +2,6 @@ package integration
 
 import (
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -26,23 +25,11 @@ func TestBuiltinSFTP(t *testing.T) {
 
 	dir := t.TempDir()
 	src := filepath.Join(dir, "src")
-	f, err := os.Create(src)
-	if err != nil {
-		t.Fatal(err)
-	}
 	size := int64(64<<20 + 4321)
 	if testing.Short() {
 		size = 4<<20 + 4321
 	}
-	if _, err := io.CopyN(f, newPattern(), size); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	want := sha(t, src)
-	remote := filepath.Join(dir, "remote")
-	if err := os.Mkdir(remote, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	want, remote := transferFiles(t, dir, src, size)
 	opts := s.sshOpts()
 	target := s.user + "@127.0.0.1:"
 
