@@ -17,6 +17,12 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 CLUSTER_SRC=$REPO/integration/cluster
 CACHE_DIR=${BASTION_CACHE_DIR:-$REPO/.cache}/kube/$KUBE_VERSION
 WORK=${BASTION_CLUSTER_DIR:-/var/lib/bastion-test-cluster}
+# A running cluster records where its binaries are: a checkout without that
+# cache (another worktree) still finds kubectl, and never mistakes the
+# healthy cluster for a dead one.
+if [[ ! -x $CACHE_DIR/bin/kubectl && -r $WORK/cache-dir ]]; then
+	CACHE_DIR=$(<"$WORK/cache-dir")
+fi
 LOCK_FILE=/run/lock/bastion-test-cluster.lock
 
 NODE_NAME=bastion-test-node
