@@ -80,6 +80,23 @@ type Backend interface {
 	Dial(ctx context.Context, r Request, network, address string) (net.Conn, error)
 }
 
+// Listener is implemented by backends that can accept connections on an
+// account's behalf: ssh -R, agent forwarding, become typed in the shell.
+//
+// Network "tcp" listens on address host:port on the account's own
+// loopback (the pod's loopback in kube); host must be a loopback address
+// or "localhost", port 0 allocates one and Addr reports the real port.
+// Network "unix" with address "" listens on a fresh socket private to the
+// account (mode 0600 in a 0700 directory owned by the account's uid);
+// Addr().String() is its path as the account's processes see it.
+//
+// The listener lives until ctx ends or Close is called, whichever comes
+// first; closing it removes the socket. Accept returns net.ErrClosed
+// (wrapped) once it is closed. Errors meant for the user are UserErrors.
+type Listener interface {
+	Listen(ctx context.Context, r Request, network, address string) (net.Listener, error)
+}
+
 // ErrForbidden marks a Dial refused by the backend's own policy (another
 // account's namespace or pod), as opposed to one that failed.
 var ErrForbidden = errors.New("forbidden by policy")

@@ -4,8 +4,10 @@
 //
 // When bastion runs as root, processes run with the account's uid, gid
 // and supplementary groups; otherwise they run as bastion's own user.
-// Forwarded connections are dialled from this host. It knows nothing of
-// SSH; it only implements session.Backend.
+// Forwarded connections are dialled from this host, and session.Listener
+// listens on this host's loopback (ssh -R) or on a private unix socket
+// owned by the account (agent forwarding). It knows nothing of SSH; it
+// only implements session.Backend and session.Listener.
 //
 // It must not import sshd, session/kube or k8s.io/client-go.
 package local

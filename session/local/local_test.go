@@ -39,3 +39,17 @@ func TestConformance(t *testing.T) {
 		}
 	})
 }
+
+// TestListenUnixOtherAccount checks that, run as root, the private socket
+// belongs to the account (nobody here), which can use it.
+func TestListenUnixOtherAccount(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run as another uid")
+	}
+	b := New(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	defer b.Close()
+	sessiontest.ListenUnix(t, sessiontest.Harness{
+		Backend: b,
+		Account: auth.Account{Name: "nobody", UID: 65534, GID: 65534, Home: "/", Shell: "/bin/sh"},
+	})
+}

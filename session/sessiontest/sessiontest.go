@@ -1,12 +1,14 @@
 package sessiontest
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
-
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -266,6 +268,141 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 			t.Fatalf("echo: %v", err)
 		}
 	})
+	t.Run("ListenTCP", func(t *testing.T) {
+		h := harness(t, newHarness)
+		testListenTCP(t, h)
+	})
+	t.Run("ListenUnix", func(t *testing.T) {
+		h := harness(t, newHarness)
+		ListenUnix(t, h)
+	})
+}
+
+// listener returns h's Backend as a session.Listener, or skips.
+func listener(t *testing.T, h Harness) session.Listener {
+	t.Helper()
+	l, ok := h.Backend.(session.Listener)
+	if !ok {
+		t.Skip("backend does not implement session.Listener")
+	}
+	return l
+}
+
+// testListenTCP listens on the account's loopback with an allocated
+// port, and a process of the account connects to it with bash's
+// /dev/tcp: what ssh -R 0:... relies on.
+func testListenTCP(t *testing.T, h Harness) {
+	bl := listener(t, h)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	l, err := bl.Listen(ctx, request(h, "", ""), "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("Listen tcp: %v", err)
+	}
+	defer l.Close()
+	_, port, err := net.SplitHostPort(l.Addr().String())
+	if err != nil || port == "0" {
+		t.Fatalf("Addr %q: want the allocated port (%v)", l.Addr(), err)
+	}
+	accepted := make(chan error, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			accepted <- err
+			return
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+		line, err := bufio.NewReader(c).ReadString('\n')
+		if err == nil && line != "ping\n" {
+			err = fmt.Errorf("read %q, want ping", line)
+		}
+		if err == nil {
+			_, err = io.WriteString(c, "pong\n")
+		}
+		accepted <- err
+	}()
+	cmd := fmt.Sprintf(`exec bash -c 'exec 3<>/dev/tcp/127.0.0.1/%s && echo ping >&3 && head -n1 <&3'`, port)
+	r := run(t, h, request(h, cmd, ""))
+	if err := <-accepted; err != nil {
+		t.Fatalf("accept: %v (process: %+v %q %q)", err, r.st, r.stdout, r.stderr)
+	}
+	if r.err != nil || r.st.Code != 0 || r.stdout != "pong\n" {
+		t.Fatalf("process: status %+v err %v stdout %q stderr %q", r.st, r.err, r.stdout, r.stderr)
+	}
+	// Closed: the port no longer accepts.
+	l.Close()
+	if _, err := l.Accept(); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("Accept after Close: %v, want net.ErrClosed", err)
+	}
+	r = run(t, h, request(h, cmd, ""))
+	if r.st.Code == 0 {
+		t.Errorf("connecting after Close succeeded: %q", r.stdout)
+	}
+	if _, err := bl.Listen(ctx, request(h, "", ""), "tcp", "192.0.2.1:0"); err == nil {
+		t.Errorf("Listen on a non-loopback address succeeded")
+	}
+}
+
+// ListenUnix listens on a private unix socket and checks, from a
+// process of the account, its mode, owner and that it answers: ssh-add
+// talks to it as to an agent with no keys.
+func ListenUnix(t *testing.T, h Harness) {
+	bl := listener(t, h)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	l, err := bl.Listen(ctx, request(h, "", ""), "unix", "")
+	if err != nil {
+		t.Fatalf("Listen unix: %v", err)
+	}
+	defer l.Close()
+	path := l.Addr().String()
+	if !strings.HasPrefix(path, "/") {
+		t.Fatalf("Addr %q: want an absolute path", path)
+	}
+	accepted := make(chan error, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			accepted <- err
+			return
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+		// SSH_AGENTC_REQUEST_IDENTITIES (11) → SSH_AGENT_IDENTITIES_ANSWER (12) with no keys.
+		msg := make([]byte, 5)
+		if _, err := io.ReadFull(c, msg); err != nil {
+			accepted <- fmt.Errorf("read agent request: %w", err)
+			return
+		}
+		if msg[4] != 11 {
+			accepted <- fmt.Errorf("agent request type %d, want 11", msg[4])
+			return
+		}
+		_, err = c.Write([]byte{0, 0, 0, 5, 12, 0, 0, 0, 0})
+		accepted <- err
+	}()
+	q := "'" + path + "'"
+	cmd := `stat -c '%a %u' ` + q + ` "$(dirname ` + q + `)"; command -v ssh-add >/dev/null || exit 99; SSH_AUTH_SOCK=` + q + ` ssh-add -l; echo "ssh-add $?"`
+	r := run(t, h, request(h, cmd, ""))
+	if r.st.Code == 99 {
+		t.Skip("no ssh-add where the account's processes run")
+	}
+	want := fmt.Sprintf("600 %d\n700 %d\n", h.Account.UID, h.Account.UID)
+	if !strings.HasPrefix(r.stdout, want) {
+		t.Errorf("socket and directory modes and owners %q, want prefix %q", r.stdout, want)
+	}
+	if err := <-accepted; err != nil {
+		t.Fatalf("accept: %v (process: %+v %q %q)", err, r.st, r.stdout, r.stderr)
+	}
+	if !strings.Contains(r.stdout, "no identities") || !strings.HasSuffix(r.stdout, "ssh-add 1\n") {
+		t.Errorf("ssh-add -l through the socket: stdout %q stderr %q", r.stdout, r.stderr)
+	}
+	l.Close()
+	r = run(t, h, request(h, "test -e "+q+" || test -e \"$(dirname "+q+")\" || echo gone", ""))
+	if r.stdout != "gone\n" {
+		t.Errorf("socket or its directory left after Close: %q %q", r.stdout, r.stderr)
+	}
 }
 
 func waitOutput(t *testing.T, out *SyncBuffer, want string) {
