@@ -25,8 +25,11 @@ const (
 	ForwardOpen        = "forward.open"
 	ForwardClose       = "forward.close"
 	ForwardDeny        = "forward.deny"
-	PodCreated         = "pod.created"
-	PodReaped          = "pod.reaped"
+	// ForwardListen is a listener opened for the client: ssh -R (kind
+	// remote) or an agent socket (kind agent).
+	ForwardListen = "forward.listen"
+	PodCreated    = "pod.created"
+	PodReaped     = "pod.reaped"
 )
 
 // Event is one audit record. Empty fields are omitted.

@@ -57,8 +57,8 @@ type KeyOptions struct {
 	// PermitOpen lists the host:port destinations of permitopen="...";
 	// nil: no restriction from the key.
 	PermitOpen []string
-	// PermitListen lists permitlisten="..." (remote forwarding, which
-	// bastion always refuses; recorded for the audit log).
+	// PermitListen lists permitlisten="..." ([host:]port listens ssh -R
+	// may ask for; a bare port is stored as "*:port").
 	PermitListen []string
 }
 

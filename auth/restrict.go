@@ -18,8 +18,7 @@ type Restrictions struct {
 	ForceCommand    string
 	HasForceCommand bool
 	NoPTY           bool
-	// NoPortForwarding refuses ssh -L/-W (and -R, which bastion refuses
-	// anyway).
+	// NoPortForwarding refuses ssh -L/-W and -R.
 	NoPortForwarding  bool
 	NoAgentForwarding bool
 	NoX11Forwarding   bool
@@ -27,6 +26,9 @@ type Restrictions struct {
 	// PermitOpen, when not nil, lists the only host:port destinations
 	// ssh -L may open (forwarding.allow still applies as well).
 	PermitOpen []string
+	// PermitListen, when not nil, lists the only [host:]port listens
+	// ssh -R may ask for (permitlisten="...").
+	PermitListen []string
 	// ExpiresAt is when the key or certificate stops being valid
 	// (checked at authentication); zero: never.
 	ExpiresAt time.Time
@@ -44,7 +46,7 @@ func fromKeyOptions(o KeyOptions) Restrictions {
 		ForceCommand: o.Command, HasForceCommand: o.HasCommand,
 		NoPTY: o.NoPTY, NoPortForwarding: o.NoPortForwarding, NoAgentForwarding: o.NoAgentForwarding,
 		NoX11Forwarding: o.NoX11Forwarding, NoUserRC: o.NoUserRC,
-		PermitOpen: o.PermitOpen, ExpiresAt: o.ExpiryTime, From: o.From,
+		PermitOpen: o.PermitOpen, PermitListen: o.PermitListen, ExpiresAt: o.ExpiryTime, From: o.From,
 		IgnoredEnvironment: len(o.Environment),
 	}
 }
@@ -61,6 +63,7 @@ func (r Restrictions) merge(c Restrictions) (Restrictions, error) {
 		NoX11Forwarding:    r.NoX11Forwarding || c.NoX11Forwarding,
 		NoUserRC:           r.NoUserRC || c.NoUserRC,
 		PermitOpen:         r.PermitOpen,
+		PermitListen:       r.PermitListen,
 		From:               r.From,
 		SourceAddress:      c.SourceAddress,
 		IgnoredEnvironment: r.IgnoredEnvironment,
@@ -68,6 +71,9 @@ func (r Restrictions) merge(c Restrictions) (Restrictions, error) {
 	}
 	if m.PermitOpen == nil {
 		m.PermitOpen = c.PermitOpen
+	}
+	if m.PermitListen == nil {
+		m.PermitListen = c.PermitListen
 	}
 	if !c.ExpiresAt.IsZero() && (m.ExpiresAt.IsZero() || c.ExpiresAt.Before(m.ExpiresAt)) {
 		m.ExpiresAt = c.ExpiresAt
@@ -127,6 +133,16 @@ func (r Restrictions) Summary() []string {
 			s = append(s, "permitopen="+clip(x, 200))
 		}
 	}
+	if r.PermitListen != nil {
+		p := append([]string(nil), r.PermitListen...)
+		sort.Strings(p)
+		if len(p) > 16 {
+			p = append(p[:16], fmt.Sprintf("(%d more)", len(r.PermitListen)-16))
+		}
+		for _, x := range p {
+			s = append(s, "permitlisten="+clip(x, 200))
+		}
+	}
 	if r.IgnoredEnvironment > 0 {
 		s = append(s, "environment-ignored")
 	}
@@ -142,6 +158,28 @@ func (r Restrictions) AllowsOpen(host string, port uint32) error {
 	}
 	if !PermitOpenAllows(r.PermitOpen, host, port) {
 		return errors.New("destination not in this key's permitopen list")
+	}
+	return nil
+}
+
+// AllowsListen reports whether ssh -R may listen on host:port (port 0:
+// one allocated by the server), with OpenSSH's permitlisten rule: an
+// entry's host as written (or "*") and its port equal (or "*"; only "*"
+// allows an allocated port).
+func (r Restrictions) AllowsListen(host string, port uint32) error {
+	if r.NoPortForwarding {
+		return errors.New("port forwarding is disabled for this key (no-port-forwarding)")
+	}
+	if !PermitOpenAllows(r.PermitListen, host, port) {
+		return errors.New("listen address not in this key's permitlisten list")
+	}
+	return nil
+}
+
+// AllowsAgent reports whether agent forwarding is allowed.
+func (r Restrictions) AllowsAgent() error {
+	if r.NoAgentForwarding {
+		return errors.New("agent forwarding is disabled for this key (no-agent-forwarding)")
 	}
 	return nil
 }

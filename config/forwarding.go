@@ -9,19 +9,27 @@ import (
 	"strings"
 )
 
-// Forwarding is the forwarding.allow list for `ssh -L` (direct-tcpip)
-// destinations: its syntax and validation. internal/forwardpolicy's
-// Policy evaluates it.
+// Forwarding is what clients may forward: the forwarding.allow list for
+// `ssh -L` (direct-tcpip) destinations, its syntax and validation
+// (internal/forwardpolicy's Policy evaluates it), and the switches for
+// agent forwarding (ssh -A) and remote forwarding (ssh -R).
 type Forwarding struct {
 	// Allow lists destination patterns "HOST:PORTS". HOST is an IP, a CIDR
 	// (10.0.0.0/8), a host name or a glob of one (*.db.example.org), or
 	// [v6]/[v6-cidr]; PORTS is *, a number, or a range 5432-5439.
 	// An empty list refuses every forward.
 	Allow []string `yaml:"allow"`
+	// Agent allows agent forwarding (ssh -A) for keys and certificates
+	// that do not forbid it; OpenSSH's AllowAgentForwarding.
+	Agent bool `yaml:"agent"`
+	// Remote allows remote forwarding (ssh -R) onto the account's own
+	// loopback, for keys and certificates that do not forbid it;
+	// OpenSSH's AllowTcpForwarding remote, with GatewayPorts no.
+	Remote bool `yaml:"remote"`
 }
 
 func defaultForwarding() Forwarding {
-	return Forwarding{Allow: []string{"127.0.0.0/8:*", "[::1]:*", "localhost:*"}}
+	return Forwarding{Allow: []string{"127.0.0.0/8:*", "[::1]:*", "localhost:*"}, Agent: true, Remote: true}
 }
 
 func (f *Forwarding) validate(p *Problems, key string) {

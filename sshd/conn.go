@@ -69,6 +69,15 @@ type conn struct {
 	sessionsDone chan struct{}  // closed when sessions reach 0 after close
 	missedAlive  atomic.Int32
 	recSeq       atomic.Int32
+
+	// Forwarding (remote.go). globalQ is set by the loop when the first
+	// forwarding request starts the worker that answers global
+	// requests from then on.
+	globalQ   chan *ssh.Request
+	fwdMu     sync.Mutex
+	remote    map[string]*remoteForward // ssh -R listeners by bind host:port
+	agentMu   sync.Mutex                // held while the agent socket is set up
+	agentSock atomic.Pointer[string]    // SSH_AUTH_SOCK, once agent forwarding is on
 }
 
 func newConn(s *Server, nc net.Conn, src netip.Addr, st *settings) *conn {
@@ -401,12 +410,22 @@ func (c *conn) authFailed(user, fp, result, reason string) {
 		User: user, Method: "publickey", Fingerprint: fp, Reason: reason})
 }
 
-// globalRequest answers a connection-level request: remote forwarding
-// (-R) is refused, keepalives are acknowledged. It must not block.
+// globalRequest answers a connection-level request. Remote forwarding
+// (tcpip-forward, cancel-tcpip-forward) goes to the forwarding worker
+// (remote.go), and with it every later request, in order; the rest is
+// answered here. It blocks only while the worker's queue is full.
 func (c *conn) globalRequest(req *ssh.Request) {
 	c.touch()
+	if c.queueGlobal(req) {
+		return
+	}
+	c.answerGlobal(req)
+}
+
+// answerGlobal answers a global request other than remote forwarding.
+func (c *conn) answerGlobal(req *ssh.Request) {
 	switch req.Type {
-	case "tcpip-forward", "streamlocal-forward@openssh.com":
+	case "streamlocal-forward@openssh.com":
 		c.log.Info("remote forwarding refused", "type", req.Type)
 		_ = req.Reply(false, nil)
 	case "no-more-sessions@openssh.com":

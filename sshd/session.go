@@ -176,13 +176,9 @@ func (c *conn) handleSession(nch ssh.NewChannel) {
 		case "x11-req":
 			s.log.Info("x11 forwarding refused")
 		case "auth-agent-req@openssh.com":
-			// Refused for every key; no-agent-forwarding changes nothing
-			// but the log line.
-			reason := "not supported"
-			if c.restrict.NoAgentForwarding {
-				reason = "no-agent-forwarding"
+			if !started {
+				ok = c.agentForward(s.tell)
 			}
-			s.log.Info("agent forwarding refused", "reason", reason)
 		}
 		if req.WantReply {
 			_ = req.Reply(ok, nil)
@@ -360,6 +356,11 @@ func (s *sessionChan) run(ctx context.Context, kind, command string, original *s
 	}
 	if original != nil {
 		env["SSH_ORIGINAL_COMMAND"] = *original
+	}
+	// The agent socket belongs to the connection's account: a session
+	// run as another account (become) does not get it.
+	if sock := c.agentSock.Load(); sock != nil && acct.Name == c.account.Name {
+		env["SSH_AUTH_SOCK"] = *sock
 	}
 	var stdout io.Writer = &countingWriter{w: s.ch, s: s}
 	var recPath string
