@@ -3,12 +3,14 @@ package config
 import (
 	"fmt"
 	"maps"
+	"net/url"
 	"regexp"
 	"slices"
 	"strings"
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/resource"
+	apipath "k8s.io/apimachinery/pkg/api/validation/path"
 )
 
 // Kube configures the kube backend (backend.type: kube): each account's
@@ -144,6 +146,23 @@ type KubePod struct {
 	// Home is the home directory volume, mounted at the account's home.
 	Home KubeHome `yaml:"home"`
 
+	// Credentials gives the shell the account's own Kubernetes
+	// credentials: "serviceaccount" (a ServiceAccount in the account's
+	// namespace, bound there only to CredentialsClusterRole, its token
+	// projected into the pod with a KUBECONFIG that uses it) or "none"
+	// (no credentials at all: for platforms that write kubeconfigs into
+	// homes themselves).
+	Credentials string `yaml:"credentials"`
+	// CredentialsClusterRole is the ClusterRole the account's
+	// ServiceAccount is bound to, in its namespace only (a RoleBinding).
+	// bastion's own RBAC needs the bind verb on exactly this ClusterRole.
+	CredentialsClusterRole string `yaml:"credentials_cluster_role"`
+	// CredentialsTokenLifetime is the projected token's lifetime (the
+	// kubelet renews it at 80%); at least 10m, at most 24h.
+	CredentialsTokenLifetime time.Duration `yaml:"credentials_token_lifetime"`
+	// CredentialsAPIServer is the API server's URL as the pods reach it.
+	CredentialsAPIServer string `yaml:"credentials_api_server"`
+
 	PriorityClassName string            `yaml:"priority_class_name"`
 	NodeSelector      map[string]string `yaml:"node_selector"`
 	Tolerations       []KubeToleration  `yaml:"tolerations"`
@@ -205,9 +224,20 @@ func defaultKube() Kube {
 			Passwd:                 &yes,
 			Home:                   KubeHome{Type: "none"},
 			TerminationGracePeriod: 10 * time.Second,
+
+			Credentials:              CredentialsServiceAccount,
+			CredentialsClusterRole:   "edit",
+			CredentialsTokenLifetime: time.Hour,
+			CredentialsAPIServer:     "https://kubernetes.default.svc",
 		},
 	}
 }
+
+// kube.pod.credentials values.
+const (
+	CredentialsServiceAccount = "serviceaccount"
+	CredentialsNone           = "none"
+)
 
 // Default namespace templates.
 const (
@@ -257,6 +287,12 @@ func (k *Kube) PodFor(c KubeCluster) KubePod {
 	str(&p.TmpSize, o.TmpSize)
 	str(&p.HelperImage, o.HelperImage)
 	str(&p.PriorityClassName, o.PriorityClassName)
+	str(&p.Credentials, o.Credentials)
+	str(&p.CredentialsClusterRole, o.CredentialsClusterRole)
+	str(&p.CredentialsAPIServer, o.CredentialsAPIServer)
+	if o.CredentialsTokenLifetime != 0 {
+		p.CredentialsTokenLifetime = o.CredentialsTokenLifetime
+	}
 	if o.PidsLimit != nil {
 		p.PidsLimit = o.PidsLimit
 	}
@@ -398,6 +434,15 @@ func (k *Kube) validate(p *Problems, path string) {
 		}
 		pod := k.PodFor(c)
 		validatePod(p, cp+".pod", pod)
+		if pod.Credentials == CredentialsServiceAccount {
+			// One ServiceAccount per namespace: a namespace shared by
+			// several accounts would give each the others' pods.
+			for key, t := range map[string]string{"tool": c.ToolNamespace(), "user": c.UserNamespace()} {
+				if !strings.Contains(t, "{account}") && !strings.Contains(t, "{name}") {
+					p.Addf(cp+".namespace."+key, "%q is shared by every account, so kube.pod.credentials: serviceaccount would give each account the others' pods; use {account} in it, or credentials: none", t)
+				}
+			}
+		}
 	}
 	if k.DefaultProject != "" {
 		if _, ok := k.Cluster(k.DefaultProject); !ok {
@@ -452,6 +497,7 @@ func validatePod(p *Problems, path string, pod KubePod) {
 	if strings.ContainsAny(pod.HelperImage, " \t\n") {
 		p.Addf(path+".helper_image", "%q is not an image reference", pod.HelperImage)
 	}
+	validateCredentials(p, path, pod)
 	switch pod.ImagePullPolicy {
 	case "Always", "IfNotPresent", "Never":
 	default:
@@ -534,5 +580,26 @@ func validatePod(p *Problems, path string, pod KubePod) {
 		if strings.HasPrefix(k, "bastion.io/") || k == "app.kubernetes.io/managed-by" {
 			p.Addf(path+".labels", "%q is set by bastion itself", k)
 		}
+	}
+}
+
+func validateCredentials(p *Problems, path string, pod KubePod) {
+	switch pod.Credentials {
+	case CredentialsNone:
+		return
+	case CredentialsServiceAccount:
+	default:
+		p.Addf(path+".credentials", "must be serviceaccount or none, not %q", pod.Credentials)
+		return
+	}
+	if errs := apipath.IsValidPathSegmentName(pod.CredentialsClusterRole); pod.CredentialsClusterRole == "" || len(errs) > 0 {
+		p.Addf(path+".credentials_cluster_role", "%q is not a ClusterRole name (e.g. edit)", pod.CredentialsClusterRole)
+	}
+	if l := pod.CredentialsTokenLifetime; l < 10*time.Minute || l > 24*time.Hour {
+		p.Addf(path+".credentials_token_lifetime", "must be between 10m and 24h (the API server's bounds for a projected token), not %v", l)
+	}
+	u, err := url.Parse(pod.CredentialsAPIServer)
+	if err != nil || u.Scheme != "https" || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil {
+		p.Addf(path+".credentials_api_server", "%q must be an https URL with a host and nothing else (e.g. https://kubernetes.default.svc)", pod.CredentialsAPIServer)
 	}
 }

@@ -71,6 +71,33 @@ func TestKubeValidate(t *testing.T) {
 			c.Kube.IdleTimeout, c.Kube.StartTimeout, c.Kube.QPS, c.Kube.Burst = 0, -time.Second, 0, 0
 		}, []string{"kube.idle_timeout: must be positive", "kube.start_timeout: must be positive", "kube.qps", "kube.burst"}},
 		{"replica id", func(c *Config) { c.Kube.ReplicaID = "a b" }, []string{"kube.replica_id"}},
+		{"credentials kind", func(c *Config) { c.Kube.Pod.Credentials = "token" },
+			[]string{"kube.clusters[0].pod.credentials: must be serviceaccount or none, not \"token\""}},
+		{"credentials settings", func(c *Config) {
+			c.Kube.Pod.CredentialsClusterRole = "a/b"
+			c.Kube.Pod.CredentialsTokenLifetime = 5 * time.Minute
+			c.Kube.Clusters[0].Pod.CredentialsAPIServer = "http://10.96.0.1"
+		}, []string{"kube.clusters[0].pod.credentials_cluster_role: \"a/b\" is not a ClusterRole name",
+			"kube.clusters[0].pod.credentials_token_lifetime: must be between 10m and 24h", "not 5m0s",
+			"kube.clusters[0].pod.credentials_api_server: \"http://10.96.0.1\" must be an https URL"}},
+		{"credentials: empty role, long token, API server with a path", func(c *Config) {
+			c.Kube.Pod.CredentialsClusterRole = ""
+			c.Kube.Pod.CredentialsTokenLifetime = 48 * time.Hour
+			c.Kube.Pod.CredentialsAPIServer = "https://api.example/k8s"
+		}, []string{"credentials_cluster_role: \"\" is not a ClusterRole name", "not 48h0m0s", "credentials_api_server: \"https://api.example/k8s\""}},
+		{"credentials in a shared namespace", func(c *Config) {
+			c.Kube.Clusters[0].Namespace = KubeNamespace{Tool: "tools", User: "{project}-people"}
+		}, []string{"kube.clusters[0].namespace.tool: \"tools\" is shared by every account", "kube.clusters[0].namespace.user: \"{project}-people\" is shared"}},
+		{"no credentials: shared namespaces and any other credentials keys are fine", func(c *Config) {
+			c.Kube.Clusters[0].Namespace = KubeNamespace{Tool: "tools", User: "people"}
+			c.Kube.Pod.Credentials = "none"
+			c.Kube.Pod.CredentialsClusterRole = ""
+			c.Kube.Pod.CredentialsAPIServer = ""
+		}, nil},
+		{"credentials turned off per cluster", func(c *Config) {
+			c.Kube.Clusters[0].Namespace = KubeNamespace{Tool: "tools", User: "people"}
+			c.Kube.Clusters[0].Pod.Credentials = "none"
+		}, nil},
 		{"kube section ignored for local", func(c *Config) { c.Backend.Type = "local"; c.Kube.Clusters = nil }, nil},
 		{"unknown backend", func(c *Config) { c.Backend.Type = "docker" }, []string{"backend.type: must be local or kube"}},
 	}

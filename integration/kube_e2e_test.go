@@ -51,6 +51,10 @@ type kubeOptions struct {
 	image       string
 	idleTimeout string
 	proxy       bool
+	// podKeys are more keys of kube.pod (YAML lines indented by four
+	// spaces); {pod_api_server} in them is the API server's URL as pods
+	// reach it (kubeenv.PodAPIServer).
+	podKeys string
 }
 
 func startKubeWorld(t *testing.T, o kubeOptions) *kubeWorld {
@@ -99,6 +103,9 @@ func startKubeWorld(t *testing.T, o kubeOptions) *kubeWorld {
 	if o.idleTimeout == "" {
 		o.idleTimeout = "30m"
 	}
+	if strings.Contains(o.podKeys, "{pod_api_server}") {
+		o.podKeys = strings.ReplaceAll(o.podKeys, "{pod_api_server}", kubeenv.PodAPIServer(t, admin))
+	}
 	hostKey := userKey(t, w.dir, "ssh_host_ed25519_key")
 	cfg := fmt.Sprintf(`ssh:
   listen: 127.0.0.1:0
@@ -130,7 +137,7 @@ kube:
     image_pull_policy: Never
     cpu_limit: "1"
     termination_grace_period: 2s
-    home:
+%[9]s    home:
       type: hostPath
       path: "{home}"
   clusters:
@@ -145,7 +152,7 @@ ops:
 log:
   format: text
   level: debug
-`, hostKey, w.slapd.URL, w.slapd.PasswordFile, slapd.Base, w.project, o.idleTimeout, o.image, w.id.Kubeconfig)
+`, hostKey, w.slapd.URL, w.slapd.PasswordFile, slapd.Base, w.project, o.idleTimeout, o.image, w.id.Kubeconfig, o.podKeys)
 	cfgPath := filepath.Join(w.dir, "bastion.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)

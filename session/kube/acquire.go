@@ -135,7 +135,15 @@ func (b *Backend) create(ctx context.Context, c *pods.Client, u *lifecycle.Use, 
 	b.pods.Annotate(pod, u)
 	cl := c.Cluster()
 	for attempt := 0; ; attempt++ {
-		created, err := c.Create(ctx, pod)
+		// The ServiceAccount must exist before a pod that names it.
+		err := ensureCredentials(ctx, c, pod.Namespace)
+		if err != nil && !apierrors.IsNotFound(err) && !pods.Unavailable(err) {
+			return nil, session.UserErrorf(err, fmt.Sprintf("your shell in %s cannot be given its Kubernetes credentials; tell the operators", cl.Name()))
+		}
+		var created *corev1.Pod
+		if err == nil {
+			created, err = c.Create(ctx, pod)
+		}
 		switch {
 		case err == nil:
 			b.log.Info("created shell pod", "pod", pod.Namespace+"/"+pod.Name, "image", pod.Spec.Containers[0].Image)

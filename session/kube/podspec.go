@@ -168,12 +168,16 @@ func podSpec(c *pods.Cluster, id identity, ns string) *corev1.Pod {
 			Tolerations:       tolerations,
 		},
 	}
+	if p.Credentials == config.CredentialsServiceAccount {
+		withCredentials(pod, &pod.Spec.Containers[0], p, c.Cfg.Name, ns)
+	}
 	pod.Annotations[pods.AnnoSpecHash] = specHash(pod)
 	return pod
 }
 
 // specHash identifies what a pod was made from, so that a pod made from
-// an older config (image, limits) is replaced once nobody uses it.
+// an older config (image, limits, credentials) is replaced once nobody
+// uses it.
 func specHash(pod *corev1.Pod) string {
 	data, _ := json.Marshal(struct {
 		Spec        corev1.PodSpec

@@ -7,7 +7,9 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/yaml"
 
 	corev1 "k8s.io/api/core/v1"
@@ -82,6 +84,11 @@ func TestPodSpec(t *testing.T) {
 		t.Errorf("name %s/%s", pod.Namespace, pod.Name)
 	}
 	golden(t, "testdata/podspec.golden.yaml", pod)
+	// kube.pod.credentials: none makes the pod of before credentials
+	// existed (this file is that golden file, hash included).
+	none := k
+	none.Pod.Credentials = "none"
+	golden(t, "testdata/podspec-credentials-none.golden.yaml", podSpec(pods.NewCluster(&none, c, nil), who(u, u.Account, "tools.", "tools"), "user-alice"))
 	// Same input, same hash; another image, another hash.
 	if again := podSpec(cl, who(u, u.Account, "tools.", "tools"), "user-alice"); again.Annotations[pods.AnnoSpecHash] != pod.Annotations[pods.AnnoSpecHash] {
 		t.Error("spec hash is not stable")
@@ -155,5 +162,107 @@ func golden(t *testing.T, path string, v any) {
 	}
 	if !bytes.Equal(got, want) {
 		t.Errorf("%s differs from what the code makes now; if the change is meant, run go test -run %s -update and review the diff:\n%s", path, t.Name(), got)
+	}
+}
+
+// TestPodSpecCredentials: kube.pod.credentials serviceaccount (the
+// default) names the account's ServiceAccount, projects its token (short
+// lived), the cluster's CA, the namespace and a kubeconfig that uses them
+// into one read-only volume, and sets KUBECONFIG; the token is never
+// automounted. none makes exactly the pod of before (same spec hash:
+// pods made before credentials existed are kept).
+func TestPodSpecCredentials(t *testing.T) {
+	t.Parallel()
+	k := config.Default().Kube
+	k.Pod.Image = "registry.example/shell@sha256:0123"
+	k.Pod.CredentialsTokenLifetime = 20 * time.Minute
+	u := &auth.User{Account: auth.Account{Name: "alice", UID: 5001, GID: 500, Home: "/home/alice", Shell: "/bin/bash"}}
+	c := config.KubeCluster{Name: "tools"}
+	pod := podSpec(pods.NewCluster(&k, c, nil), who(u, u.Account, "tools.", "tools"), "user-alice")
+
+	s := pod.Spec
+	if s.ServiceAccountName != "bastion-shell" || s.AutomountServiceAccountToken == nil || *s.AutomountServiceAccountToken {
+		t.Errorf("serviceAccountName %q automount %v", s.ServiceAccountName, s.AutomountServiceAccountToken)
+	}
+	var vol *corev1.Volume
+	for i := range s.Volumes {
+		if s.Volumes[i].Name == "kube-credentials" {
+			vol = &s.Volumes[i]
+		}
+	}
+	if vol == nil || vol.Projected == nil || len(vol.Projected.Sources) != 3 {
+		t.Fatalf("credentials volume %+v", vol)
+	}
+	src := vol.Projected.Sources
+	if tok := src[0].ServiceAccountToken; tok == nil || tok.Path != "token" || tok.Audience != "" || *tok.ExpirationSeconds != 1200 {
+		t.Errorf("token projection %+v", tok)
+	}
+	if cm := src[1].ConfigMap; cm == nil || cm.Name != "kube-root-ca.crt" || len(cm.Items) != 1 || cm.Items[0].Key != "ca.crt" {
+		t.Errorf("CA projection %+v", cm)
+	}
+	ctr := s.Containers[0]
+	mounted := false
+	for _, m := range ctr.VolumeMounts {
+		if m.Name == "kube-credentials" {
+			mounted = m.MountPath == "/etc/bastion/kube" && m.ReadOnly
+		}
+	}
+	if !mounted {
+		t.Errorf("mounts %+v: want kube-credentials read-only at /etc/bastion/kube", ctr.VolumeMounts)
+	}
+	var env []string
+	for _, e := range ctr.Env {
+		env = append(env, e.Name+"="+e.Value)
+	}
+	if !slices.Contains(env, "KUBECONFIG=/etc/bastion/kube/config") {
+		t.Errorf("env %v", env)
+	}
+	kc, err := clientcmd.Load([]byte(pod.Annotations[pods.AnnoKubeconfig]))
+	if err != nil {
+		t.Fatalf("kubeconfig: %v\n%s", err, pod.Annotations[pods.AnnoKubeconfig])
+	}
+	ctx := kc.Contexts[kc.CurrentContext]
+	if ctx == nil || ctx.Namespace != "user-alice" || kc.Clusters[ctx.Cluster] == nil || kc.AuthInfos[ctx.AuthInfo] == nil {
+		t.Fatalf("kubeconfig context %+v", ctx)
+	}
+	if cl := kc.Clusters[ctx.Cluster]; cl.Server != "https://kubernetes.default.svc" || cl.CertificateAuthority != "/etc/bastion/kube/ca.crt" {
+		t.Errorf("kubeconfig cluster %+v", cl)
+	}
+	if ai := kc.AuthInfos[ctx.AuthInfo]; ai.TokenFile != "/etc/bastion/kube/token" || ai.Token != "" || ai.ClientCertificate != "" {
+		t.Errorf("kubeconfig user %+v", ai)
+	}
+	var downward []string
+	for _, f := range src[2].DownwardAPI.Items {
+		downward = append(downward, f.Path+"="+f.FieldRef.FieldPath)
+	}
+	if !slices.Equal(downward, []string{"namespace=metadata.namespace", "config=metadata.annotations['bastion.io/kubeconfig']"}) {
+		t.Errorf("downward API items %v", downward)
+	}
+
+	// The cluster's own API server URL, and the hash follows it.
+	c.Pod.CredentialsAPIServer = "https://10.96.0.1:443"
+	other := podSpec(pods.NewCluster(&k, c, nil), who(u, u.Account, "tools.", "tools"), "user-alice")
+	if !strings.Contains(other.Annotations[pods.AnnoKubeconfig], "server: https://10.96.0.1:443\n") ||
+		other.Annotations[pods.AnnoSpecHash] == pod.Annotations[pods.AnnoSpecHash] {
+		t.Errorf("credentials_api_server: kubeconfig\n%s", other.Annotations[pods.AnnoKubeconfig])
+	}
+
+	// none: no ServiceAccount, no volume, no KUBECONFIG: the pod of
+	// before, byte for byte.
+	c.Pod.Credentials = "none"
+	none := podSpec(pods.NewCluster(&k, c, nil), who(u, u.Account, "tools.", "tools"), "user-alice")
+	if none.Spec.ServiceAccountName != "" || *none.Spec.AutomountServiceAccountToken || none.Annotations[pods.AnnoKubeconfig] != "" {
+		t.Errorf("credentials none: serviceAccountName %q automount %v kubeconfig %q", none.Spec.ServiceAccountName,
+			*none.Spec.AutomountServiceAccountToken, none.Annotations[pods.AnnoKubeconfig])
+	}
+	for _, v := range none.Spec.Volumes {
+		if v.Projected != nil {
+			t.Errorf("credentials none: volume %+v", v)
+		}
+	}
+	for _, e := range none.Spec.Containers[0].Env {
+		if e.Name == "KUBECONFIG" {
+			t.Errorf("credentials none: env %+v", e)
+		}
 	}
 }

@@ -306,9 +306,11 @@ type Proxy struct {
 }
 
 // NewProxy forwards 127.0.0.1:PORT to target until the test ends.
-func NewProxy(t testing.TB, target string) *Proxy {
+func NewProxy(t testing.TB, target string) *Proxy { return newProxy(t, "127.0.0.1:0", target) }
+
+func newProxy(t testing.TB, listen, target string) *Proxy {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	l, err := net.Listen("tcp", listen)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,6 +20,9 @@ const (
 	AnnoSpecHash = "bastion.io/spec-hash"
 	AnnoPasswd   = "bastion.io/passwd"
 	AnnoGroup    = "bastion.io/group"
+	// AnnoKubeconfig is the shell's kubeconfig (kube.pod.credentials),
+	// projected into the pod through the downward API.
+	AnnoKubeconfig = "bastion.io/kubeconfig"
 	// AnnoSessionsPrefix + replica ID holds that replica's open sessions
 	// in the pod and when it last said so (package lifecycle).
 	AnnoSessionsPrefix = "sessions.bastion.io/"
