@@ -723,7 +723,11 @@ func TestDeployRBAC(t *testing.T) {
 		// in can-i's argument as a resource and an object name.
 		res, sub, _ := strings.Cut(c.resource, "/")
 		args := []string{"auth", "can-i", c.verb, res}
-		if sub != "" {
+		switch {
+		case strings.HasPrefix(res, "clusterroles.") && sub != "":
+			// A ClusterRole's name, not a subresource.
+			args[len(args)-1] = c.resource
+		case sub != "":
 			args = append(args, "--subresource="+sub)
 		}
 		switch c.where {
@@ -758,6 +762,12 @@ func TestDeployRBAC(t *testing.T) {
 		{"get", "services", ""}, {"list", "services", ""},
 		{"get", "endpointslices.discovery.k8s.io", ""}, {"list", "endpointslices.discovery.k8s.io", ""},
 		{"list", "pods", "*"}, {"watch", "pods", "*"}, // the sweep, across account namespaces
+		// kube.pod.credentials: serviceaccount (issue 14): the account's
+		// ServiceAccount and its RoleBinding to the ClusterRole edit.
+		{"get", "serviceaccounts", ""}, {"create", "serviceaccounts", ""},
+		{"get", "rolebindings.rbac.authorization.k8s.io", ""}, {"create", "rolebindings.rbac.authorization.k8s.io", ""},
+		{"delete", "rolebindings.rbac.authorization.k8s.io", ""},
+		{"bind", "clusterroles.rbac.authorization.k8s.io/edit", "*"},
 	}
 	mustNot := []check{
 		{"get", "secrets", ""}, {"list", "secrets", ""}, {"list", "secrets", "*"}, {"watch", "secrets", "*"},
@@ -771,10 +781,17 @@ func TestDeployRBAC(t *testing.T) {
 		{"get", "nodes", "*"}, {"list", "nodes", "*"}, {"get", "nodes/proxy", "*"}, {"create", "nodes/proxy", "*"},
 		{"create", "deployments.apps", ""}, {"get", "deployments.apps", ""}, {"create", "daemonsets.apps", ""},
 		{"create", "jobs.batch", ""}, {"create", "cronjobs.batch", ""},
-		{"create", "serviceaccounts", ""}, {"create", "serviceaccounts/token", ""},
-		{"create", "roles.rbac.authorization.k8s.io", ""}, {"create", "rolebindings.rbac.authorization.k8s.io", ""},
+		// The pod's token is the kubelet's to ask for; the account's RBAC
+		// is one RoleBinding to one ClusterRole.
+		{"create", "serviceaccounts/token", ""}, {"update", "serviceaccounts", ""}, {"delete", "serviceaccounts", ""},
+		{"list", "serviceaccounts", "*"},
+		{"update", "rolebindings.rbac.authorization.k8s.io", ""}, {"patch", "rolebindings.rbac.authorization.k8s.io", ""},
+		{"list", "rolebindings.rbac.authorization.k8s.io", "*"},
+		{"create", "roles.rbac.authorization.k8s.io", ""},
 		{"create", "clusterrolebindings.rbac.authorization.k8s.io", "*"},
 		{"escalate", "clusterroles.rbac.authorization.k8s.io", "*"}, {"bind", "clusterroles.rbac.authorization.k8s.io", "*"},
+		{"bind", "clusterroles.rbac.authorization.k8s.io/admin", "*"}, {"bind", "clusterroles.rbac.authorization.k8s.io/cluster-admin", "*"},
+		{"bind", "clusterroles.rbac.authorization.k8s.io/view", "*"},
 		{"escalate", "roles.rbac.authorization.k8s.io", ""}, {"bind", "roles.rbac.authorization.k8s.io", ""},
 		{"impersonate", "users", "*"}, {"impersonate", "serviceaccounts", ""}, {"impersonate", "groups", "*"},
 		{"create", "certificatesigningrequests.certificates.k8s.io", "*"},
@@ -847,6 +864,20 @@ func TestDeployRBAC(t *testing.T) {
 	k.portForwardEcho(t, saConfig, ns, shell.Name)
 	k.as(t, saConfig, "", "delete", "-n", ns, "pod/"+shell.Name, "--wait=true", "--timeout=60s")
 	t.Log("with the ServiceAccount's token: created, watched to Ready, exec'd into, annotated, port-forwarded to and deleted a pod")
+
+	// kube.pod.credentials: the account's ServiceAccount and its
+	// RoleBinding to edit, for real; a binding to any other ClusterRole is
+	// refused by the API server's escalation check.
+	k.as(t, saConfig, "", "create", "serviceaccount", "-n", ns, "bastion-shell")
+	k.as(t, saConfig, "", "create", "rolebinding", "-n", ns, "bastion-shell", "--clusterrole=edit", "--serviceaccount="+ns+":bastion-shell")
+	k.as(t, saConfig, "", "delete", "rolebinding", "-n", ns, "bastion-shell")
+	for _, role := range []string{"admin", "cluster-admin", "view"} {
+		out, err := k.kubectl(t, k.server, saConfig, "", "create", "rolebinding", "-n", ns, "bastion-shell-"+role, "--clusterrole="+role, "--serviceaccount="+ns+":bastion-shell")
+		if err == nil || !strings.Contains(out, "forbidden") {
+			t.Errorf("a RoleBinding to ClusterRole %s with the ServiceAccount's token: %v\n%s", role, err, out)
+		}
+	}
+	t.Log("with the ServiceAccount's token: created a ServiceAccount and a RoleBinding to edit, deleted it; RoleBindings to admin, cluster-admin and view: forbidden")
 }
 
 // --- helpers -------------------------------------------------------------
