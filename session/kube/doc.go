@@ -8,13 +8,38 @@
 // count, package lifecycle) and creates it on NotFound; AlreadyExists means
 // another session or replica won the race, and the pod is shared. The pod
 // runs as the account's uid/gid (fsGroup, supplementary groups), with no
-// service account token, no privilege escalation, no capabilities, the
+// automounted service account token, no privilege escalation, no capabilities, the
 // RuntimeDefault seccomp profile and a read-only root with /tmp, /var/tmp
 // and /run on an emptyDir; /etc/passwd and /etc/group carry the account's
 // entry (from annotations, through the downward API: OpenSSH's sftp-server
 // and scp refuse a uid without one); the home volume comes from a
 // template (NFS, PVC or hostPath). Its main process is a shell loop that
 // sleeps, reaps orphans and exits on SIGTERM.
+//
+// Credentials (credentials.go). With kube.pod.credentials: serviceaccount
+// the shell's kubectl acts as the account: before creating a pod, bastion
+// ensures the ServiceAccount "bastion-shell" in the account's namespace
+// and a RoleBinding there (never a ClusterRoleBinding) to the operator's
+// ClusterRole (kube.pod.credentials_cluster_role); the pod names that
+// ServiceAccount but keeps automountServiceAccountToken false, and one
+// read-only projected volume at /etc/bastion/kube holds what kubectl needs:
+// the token (a serviceAccountToken projection: requested and renewed by
+// the kubelet, bound to the pod, with a short lifetime), the cluster's CA
+// (the kube-root-ca.crt ConfigMap every namespace has), the namespace,
+// and the kubeconfig, named by KUBECONFIG. The kubeconfig is not secret
+// and depends only on the project, the namespace and the API server URL,
+// so it travels in a pod annotation projected by the downward API, as
+// /etc/passwd does: no ConfigMap for bastion to create, update and clean
+// up in every namespace (nor RBAC on ConfigMaps), and no per-session work.
+// An environment-only setup cannot work: kubectl reads a token from a file
+// only through a kubeconfig or the fixed in-cluster path, and writing that
+// path would also hand the token to every in-cluster client library
+// without saying so. The kubelet, not bastion, asks for the token, so
+// bastion needs no serviceaccounts/token permission and never holds a
+// user's token. All of it is in the spec hash: pods made before (or with
+// other credential settings) are replaced once nobody uses them. With
+// credentials: none the pod is exactly what it was before credentials
+// existed (the golden files say so).
 //
 // Start-up. A new pod is watched (never polled) until it is ready; an
 // interactive session shows a progress line meanwhile. A pod that can

@@ -2,7 +2,9 @@
 // works with, one per project cluster: create, get, patch, list and watch
 // a pod (and wait for it to be gone), delete it (only if it is still the
 // version looked at, or at once), exec in it, port-forward to it, and the
-// namespace, ServiceAccount and Service look-ups around those. Every call
+// namespace, ServiceAccount and Service look-ups around those; and the
+// account's own ServiceAccount and RoleBinding (made if missing, never
+// taken over when bastion did not make them). Every call
 // is bounded by the API timeout (kube.api_timeout) unless it waits on
 // purpose (a watch, an exec, a stream).
 //
