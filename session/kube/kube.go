@@ -10,10 +10,7 @@ import (
 	"strings"
 	"sync"
 
-	corev1 "k8s.io/api/core/v1"
-
 	"github.com/bastion-ssh/bastion/audit"
-	"github.com/bastion-ssh/bastion/auth"
 	"github.com/bastion-ssh/bastion/config"
 	"github.com/bastion-ssh/bastion/ops"
 	"github.com/bastion-ssh/bastion/session"
@@ -107,9 +104,7 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 	b.images = shellimage.New(b.ctx, shellimage.Config{
 		Kube:     &b.cfg,
 		Clusters: b.order,
-		ShellPod: func(cl *pods.Cluster, acct auth.Account, ns string) *corev1.Pod {
-			return podSpec(cl, identity{acct: acct, short: acct.Name, project: cl.Name()}, ns)
-		},
+		ShellPod: probeSpec,
 		UserNamespace: func(cl *pods.Cluster, account string) string {
 			return expandNamespace(cl.Cfg.UserNamespace(), cl.Name(), account)
 		},

@@ -10,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/bastion-ssh/bastion/auth"
 	"github.com/bastion-ssh/bastion/config"
 	"github.com/bastion-ssh/bastion/session/kube/internal/pods"
 )
@@ -23,7 +24,20 @@ const sleeper = `trap 'exit 0' TERM INT HUP; while :; do sleep 30 & wait $!; don
 // podSpec is acct's shell pod in cluster c, namespace ns, without the
 // session annotation. The spec hash annotation covers everything else.
 func podSpec(c *pods.Cluster, id identity, ns string) *corev1.Pod {
+	return podSpecFrom(c, c.Pod, id, ns)
+}
+
+// probeSpec is the pod spec pre-flight probes an image with: the shell
+// pod's, without the account's credentials (pre-flight makes no
+// ServiceAccount).
+func probeSpec(c *pods.Cluster, acct auth.Account, ns string) *corev1.Pod {
 	p := c.Pod
+	p.Credentials = config.CredentialsNone
+	return podSpecFrom(c, p, identity{acct: acct, short: acct.Name, project: c.Name()}, ns)
+}
+
+// podSpecFrom is podSpec with the pod settings p.
+func podSpecFrom(c *pods.Cluster, p config.KubePod, id identity, ns string) *corev1.Pod {
 	acct := id.acct
 	name := podName(c.Cfg.Name, acct.Name)
 	labels := map[string]string{}

@@ -247,6 +247,13 @@ func TestPodSpecCredentials(t *testing.T) {
 		t.Errorf("credentials_api_server: kubeconfig\n%s", other.Annotations[pods.AnnoKubeconfig])
 	}
 
+	// Pre-flight probes run without credentials: it makes no
+	// ServiceAccount in its namespace.
+	probe := probeSpec(pods.NewCluster(&k, c, nil), u.Account, "user-alice")
+	if probe.Spec.ServiceAccountName != "" || probe.Annotations[pods.AnnoKubeconfig] != "" || len(probe.Spec.Volumes) != len(pod.Spec.Volumes)-1 {
+		t.Errorf("probe pod: serviceAccountName %q, %d volumes (the shell pod has %d)", probe.Spec.ServiceAccountName, len(probe.Spec.Volumes), len(pod.Spec.Volumes))
+	}
+
 	// none: no ServiceAccount, no volume, no KUBECONFIG: the pod of
 	// before, byte for byte.
 	c.Pod.Credentials = "none"

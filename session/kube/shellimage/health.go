@@ -18,8 +18,8 @@ type Config struct {
 	Kube     *config.Kube
 	Clusters []*pods.Cluster // in config order
 
-	// ShellPod is acct's shell pod spec in cl, namespace ns: what a
-	// probe pod is made from.
+	// ShellPod is acct's shell pod spec in cl, namespace ns, without the
+	// account's Kubernetes credentials: what a probe pod is made from.
 	ShellPod func(cl *pods.Cluster, acct auth.Account, ns string) *corev1.Pod
 	// UserNamespace is cl's namespace for a person called account: where
 	// probes run unless kube.preflight.namespace says otherwise.
