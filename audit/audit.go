@@ -22,9 +22,11 @@ const (
 	SessionStart       = "session.start"
 	SessionEnd         = "session.end"
 	Become             = "become"
-	ForwardOpen        = "forward.open"
-	ForwardClose       = "forward.close"
-	ForwardDeny        = "forward.deny"
+	// BecomeDeny is a become the person may not do (reason says why).
+	BecomeDeny   = "become.deny"
+	ForwardOpen  = "forward.open"
+	ForwardClose = "forward.close"
+	ForwardDeny  = "forward.deny"
 	// ForwardListen is a listener opened for the client: ssh -R (kind
 	// remote) or an agent socket (kind agent).
 	ForwardListen = "forward.listen"
@@ -60,8 +62,13 @@ type Event struct {
 	BytesOut    int64     `json:"bytes_out,omitempty"`
 	DurationMS  int64     `json:"duration_ms,omitempty"`
 	Recording   string    `json:"recording,omitempty"`
-	// Tool is the tool of a user+tool login (auth.success).
+	// Tool is the tool of a user+tool login (auth.success), or the tool
+	// a refused become asked for (become.deny).
 	Tool string `json:"tool,omitempty"`
+	// Via is "shell" for become typed in the person's shell (become,
+	// become.deny, and that tool session's session.*); empty at the SSH
+	// level.
+	Via string `json:"via,omitempty"`
 	// KeySource is the authorized_keys line (FILE:LINE, or LDAP DN and
 	// position) or the trusted CA that let the user in.
 	KeySource string `json:"key_source,omitempty"`
@@ -159,7 +166,7 @@ const (
 
 func (e *Event) clip() {
 	for _, f := range []*string{&e.Conn, &e.Remote, &e.User, &e.Account, &e.Method, &e.Fingerprint,
-		&e.Kind, &e.Cluster, &e.Namespace, &e.Pod, &e.Image, &e.Destination, &e.Signal, &e.Tool, &e.CertID,
+		&e.Kind, &e.Cluster, &e.Namespace, &e.Pod, &e.Image, &e.Destination, &e.Signal, &e.Tool, &e.Via, &e.CertID,
 		&e.CAFingerprint} {
 		*f = cut(*f, maxField)
 	}

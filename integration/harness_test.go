@@ -28,6 +28,11 @@ var (
 func TestMain(m *testing.M) {
 	var err error
 	binDir, err = os.MkdirTemp("", "bastion-it-")
+	if err == nil {
+		// Sessions of other uids run the binary too (become typed in a
+		// shell, through /usr/local/bin/become).
+		err = os.Chmod(binDir, 0o755)
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)

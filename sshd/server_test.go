@@ -10,8 +10,9 @@ import (
 	"io"
 	"log/slog"
 	"net"
-
+	"os"
 	"os/user"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -24,11 +25,18 @@ import (
 	"github.com/bastion-ssh/bastion/audit"
 	"github.com/bastion-ssh/bastion/auth"
 	"github.com/bastion-ssh/bastion/config"
+	"github.com/bastion-ssh/bastion/internal/become"
 	"github.com/bastion-ssh/bastion/session"
 	"github.com/bastion-ssh/bastion/session/local"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	if filepath.Base(os.Args[0]) == "become" {
+		// The fixture's shells run this binary as their become command.
+		os.Exit(become.Main(os.Args[1:], os.Getenv, os.Stdin, os.Stdout, os.Stderr))
+	}
+	goleak.VerifyTestMain(m)
+}
 
 // testDir is an in-memory directory with one user.
 type testDir struct {

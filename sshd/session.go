@@ -16,6 +16,7 @@ import (
 
 	"github.com/bastion-ssh/bastion/audit"
 	"github.com/bastion-ssh/bastion/auth"
+	"github.com/bastion-ssh/bastion/internal/become"
 	"github.com/bastion-ssh/bastion/internal/clip"
 	"github.com/bastion-ssh/bastion/ops"
 	"github.com/bastion-ssh/bastion/recording"
@@ -291,40 +292,62 @@ func (s *sessionChan) tell(msg string) {
 // resolveAccount decides which account the process runs as: the login's
 // (the user, or the tool of a user+tool login, decided at
 // authentication), or the tool of `become TOOL [CMD]` (auth.ActAs).
-func (s *sessionChan) resolveAccount(ctx context.Context, kind, command string) (acct auth.Account, cmd string, err error) {
+// tool is the tool's name when the account is a tool's.
+func (s *sessionChan) resolveAccount(ctx context.Context, kind, command string) (acct auth.Account, cmd, tool string, err error) {
 	c := s.c
 	if kind != "become" {
-		return c.account, command, nil
+		return c.account, command, c.login.Tool, nil
 	}
 	f := strings.Fields(command)
 	if len(f) < 2 {
-		return acct, "", errors.New("usage: become TOOL [COMMAND...]")
+		f = append(f, "")
 	}
-	if c.login.Tool != "" {
-		return acct, "", fmt.Errorf("you are already logged in as tool %s", c.login.Tool)
-	}
-	tool := f[1]
+	tool = f[1]
 	rest := strings.TrimSpace(strings.TrimPrefix(command, "become"))
 	cmd = strings.TrimSpace(strings.TrimPrefix(rest, tool))
+	ta, err := c.becomeAccount(ctx, s.log, tool, cmd, "")
+	if err != nil {
+		return acct, "", "", err
+	}
+	return ta, cmd, tool, nil
+}
+
+// becomeAccount decides whether the connection's person may act as tool
+// (auth.ActAs) for `become TOOL [CMD]`, at the SSH level (via "") or typed
+// in the person's shell (via "shell"), and audits the decision (become or
+// become.deny; a usage error is not audited). The error is the one line
+// the person reads.
+func (c *conn) becomeAccount(ctx context.Context, log *slog.Logger, tool, cmd, via string) (auth.Account, error) {
+	u := c.user
+	deny := func(reason string, err error) (auth.Account, error) {
+		c.srv.audit.Emit(audit.Event{Type: audit.BecomeDeny, Conn: c.id, User: u.Name, Tool: clip.String(tool, clip.Name),
+			Command: audit.Str(cmd), Via: via, Reason: reason})
+		return auth.Account{}, err
+	}
+	if tool == "" {
+		return auth.Account{}, errors.New(become.Usage)
+	}
+	if c.login.Tool != "" {
+		return deny("already a tool", fmt.Errorf("you are already logged in as tool %s", c.login.Tool))
+	}
 	if err := auth.ValidName(tool); err != nil {
-		return acct, "", fmt.Errorf("%q is not a valid tool name", clip.String(tool, clip.Name))
+		return deny("invalid tool name", fmt.Errorf("%q is not a valid tool name", clip.String(tool, clip.Name)))
 	}
 	lctx, cancel := context.WithTimeout(ctx, lookupTimeout)
 	defer cancel()
-	u := c.user
 	ta, err := auth.ActAs(lctx, c.srv.dir, u, tool)
 	switch {
 	case errors.Is(err, auth.ErrNotFound):
-		return acct, "", fmt.Errorf("%s: no such tool; check the name", tool)
+		return deny("no such tool", fmt.Errorf("%s: no such tool; check the name", tool))
 	case errors.Is(err, auth.ErrNotMaintainer):
-		return acct, "", fmt.Errorf("%s is not a maintainer of tool %s", u.Name, tool)
+		return deny("not a maintainer", fmt.Errorf("%s is not a maintainer of tool %s", u.Name, tool))
 	case err != nil:
-		s.log.Warn("tool lookup failed", "tool", tool, "err", err)
-		return acct, "", errors.New(auth.UserMessage(err))
+		log.Warn("tool lookup failed", "tool", tool, "err", err)
+		return deny("directory error", errors.New(auth.UserMessage(err)))
 	}
-	s.log.Info("become", "tool", tool)
-	c.srv.audit.Emit(audit.Event{Type: audit.Become, Conn: c.id, User: u.Name, Account: ta.Name, Command: audit.Str(cmd)})
-	return ta, cmd, nil
+	log.Info("become", "tool", tool)
+	c.srv.audit.Emit(audit.Event{Type: audit.Become, Conn: c.id, User: u.Name, Account: ta.Name, Command: audit.Str(cmd), Via: via})
+	return ta, nil
 }
 
 // run prepares the session (account, environment, recording, log and
@@ -338,7 +361,7 @@ func (s *sessionChan) resolveAccount(ctx context.Context, kind, command string) 
 func (s *sessionChan) run(ctx context.Context, kind, command string, original *string) (wait func()) {
 	c := s.c
 	start := time.Now()
-	acct, command, err := s.resolveAccount(ctx, kind, command)
+	acct, command, tool, err := s.resolveAccount(ctx, kind, command)
 	if err != nil {
 		s.tell(err.Error())
 		s.finish(session.ExitStatus{Code: 1}, true)
@@ -348,11 +371,9 @@ func (s *sessionChan) run(ctx context.Context, kind, command string, original *s
 	for k, v := range s.env {
 		env[k] = v
 	}
-	local, _ := c.nc.LocalAddr().(*net.TCPAddr)
-	remote, _ := c.nc.RemoteAddr().(*net.TCPAddr)
-	if local != nil && remote != nil {
-		env["SSH_CONNECTION"] = fmt.Sprintf("%s %d %s %d", remote.IP, remote.Port, local.IP, local.Port)
-		env["SSH_CLIENT"] = fmt.Sprintf("%s %d %d", remote.IP, remote.Port, local.Port)
+	c.connEnv(env)
+	if tool != "" {
+		env[become.ToolVar] = tool
 	}
 	if original != nil {
 		env["SSH_ORIGINAL_COMMAND"] = *original
@@ -386,6 +407,10 @@ func (s *sessionChan) run(ctx context.Context, kind, command string, original *s
 		Stdout: stdout,
 		Stderr: &countingWriter{w: s.ch.Stderr(), s: s},
 	}
+	var bs *becomeServer
+	if s.wantsBecome(kind, original) {
+		bs = s.startBecome(ctx, req)
+	}
 	log := s.log.With("kind", kind, "account", acct.Name)
 	logArgs := []any{"command", clip.String(command, clip.Command), "pty", s.tty != nil}
 	if original != nil {
@@ -400,13 +425,28 @@ func (s *sessionChan) run(ctx context.Context, kind, command string, original *s
 		if rec != nil {
 			defer rec.Close()
 		}
-		s.wait(ctx, req, log, start, kind, original)
+		s.wait(ctx, req, log, start, kind, original, bs)
+	}
+}
+
+// connEnv sets SSH_CONNECTION and SSH_CLIENT in env.
+func (c *conn) connEnv(env map[string]string) {
+	local, _ := c.nc.LocalAddr().(*net.TCPAddr)
+	remote, _ := c.nc.RemoteAddr().(*net.TCPAddr)
+	if local != nil && remote != nil {
+		env["SSH_CONNECTION"] = fmt.Sprintf("%s %d %s %d", remote.IP, remote.Port, local.IP, local.Port)
+		env["SSH_CLIENT"] = fmt.Sprintf("%s %d %d", remote.IP, remote.Port, local.Port)
 	}
 }
 
 // wait runs the process of a prepared session and reports how it ended.
-func (s *sessionChan) wait(ctx context.Context, req session.Request, log *slog.Logger, start time.Time, kind string, original *string) {
+// The shell's become socket (bs, may be nil) and the tool sessions
+// started from it end with it.
+func (s *sessionChan) wait(ctx context.Context, req session.Request, log *slog.Logger, start time.Time, kind string, original *string, bs *becomeServer) {
 	st, err := s.c.srv.backend.Run(ctx, req)
+	if bs != nil {
+		bs.stop(errors.New("the shell that started it ended"))
+	}
 	s.ended(ctx, req, log, start, kind, original, st, err)
 }
 

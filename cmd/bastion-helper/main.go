@@ -9,9 +9,11 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
+	"github.com/bastion-ssh/bastion/internal/become"
 	"github.com/bastion-ssh/bastion/internal/podhelper"
 	"github.com/bastion-ssh/bastion/internal/sftpserver"
 )
@@ -25,12 +27,21 @@ commands (run by bastion through the exec API, not by people):
   status TOKEN                                   print "SIG CORE" if the session's process was killed by a signal
   sftp-server [-R] [-d DIR] [-u UMASK]           SFTP on stdin/stdout as the invoking user
   install DIR                                    copy this binary to DIR/bastion-helper (the pod's init container)
+
+command for people (the shell pod mounts this binary at /usr/local/bin/become):
+  become TOOL [COMMAND...]                       act as a tool you maintain, through bastion (also as argv[0] "become")
 `
 
 // hangupGrace is how long hung-up processes have before SIGKILL.
 const hangupGrace = 2 * time.Second
 
-func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
+func main() {
+	if filepath.Base(os.Args[0]) == "become" {
+		// /usr/local/bin/become in a shell pod (a mount of this binary).
+		os.Exit(become.Main(os.Args[1:], os.Getenv, os.Stdin, os.Stdout, os.Stderr))
+	}
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
 
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
@@ -80,6 +91,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stdout, s)
 		}
 		return 0
+	case "become":
+		return become.Main(args[1:], os.Getenv, os.Stdin, os.Stdout, os.Stderr)
 	case "sftp-server":
 		ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 		defer cancel()

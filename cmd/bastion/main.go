@@ -8,11 +8,13 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"runtime/debug"
 	"syscall"
 
 	"github.com/bastion-ssh/bastion/auth"
 	"github.com/bastion-ssh/bastion/config"
+	"github.com/bastion-ssh/bastion/internal/become"
 	"github.com/bastion-ssh/bastion/internal/clip"
 	"github.com/bastion-ssh/bastion/internal/sftpserver"
 	"github.com/bastion-ssh/bastion/sshd"
@@ -41,6 +43,10 @@ func main() {
 		// more per idle session (go run ./bench).
 		debug.SetGCPercent(200)
 	}
+	if filepath.Base(os.Args[0]) == "become" {
+		// The `become` on a local session's PATH (a link to this binary).
+		os.Exit(become.Main(os.Args[1:], os.Getenv, os.Stdin, os.Stdout, os.Stderr))
+	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
@@ -62,6 +68,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		// Not in the usage: the sftp subsystem runs it as the account
 		// when there is no OpenSSH sftp-server (see chooseSFTP).
 		return sftpserver.Main(context.Background(), args[1:], os.Stdin, os.Stdout, stderr)
+	case "become":
+		// Not in the usage: what `become` in a local session runs.
+		return become.Main(args[1:], os.Getenv, os.Stdin, os.Stdout, os.Stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintf(stdout, "bastion %s\n", version)
 		return 0

@@ -1,0 +1,214 @@
+package integration
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// lineTerm is an interactive OpenSSH session (ssh -tt) driven line by
+// line, as a person types at a prompt.
+type lineTerm struct {
+	t     *testing.T
+	cmd   *exec.Cmd
+	in    io.WriteCloser
+	mu    sync.Mutex
+	out   bytes.Buffer
+	seen  int // bytes of out consumed by expect
+	done  chan struct{}
+	errb  bytes.Buffer
+	close sync.Once
+}
+
+// openLineTerm logs in with `ssh -tt` (a pty and a login shell).
+func openLineTerm(t *testing.T, s *server, key, login string) *lineTerm {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	args := append([]string{"-tt"}, s.sshOptsKey(key)...)
+	args = append(args, "-p", s.port, login+"@127.0.0.1")
+	term := &lineTerm{t: t, done: make(chan struct{})}
+	term.cmd = exec.CommandContext(ctx, "ssh", args...)
+	term.cmd.Stderr = &term.errb
+	var err error
+	if term.in, err = term.cmd.StdinPipe(); err != nil {
+		t.Fatal(err)
+	}
+	out, err := term.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := term.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		defer close(term.done)
+		b := make([]byte, 4096)
+		for {
+			n, err := out.Read(b)
+			term.mu.Lock()
+			term.out.Write(b[:n])
+			term.mu.Unlock()
+			if err != nil {
+				return
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		term.in.Close()
+		select {
+		case <-term.done:
+		case <-time.After(20 * time.Second):
+		}
+		cancel()
+		_ = term.cmd.Wait()
+	})
+	return term
+}
+
+// typeLine sends a line as if typed.
+func (term *lineTerm) typeLine(line string) {
+	term.t.Helper()
+	if _, err := io.WriteString(term.in, line+"\n"); err != nil {
+		term.t.Fatalf("typing %q: %v", line, err)
+	}
+}
+
+// expect waits for want in the output after the last match. Markers
+// are computed by the shell ($((1+1))) so that the echo of the typed line
+// does not match.
+func (term *lineTerm) expect(want string) {
+	term.t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		term.mu.Lock()
+		rest := term.out.String()[term.seen:]
+		if i := strings.Index(rest, want); i >= 0 {
+			term.seen += i + len(want)
+			term.mu.Unlock()
+			return
+		}
+		term.mu.Unlock()
+		select {
+		case <-term.done:
+			term.t.Fatalf("ssh ended before %q; output after the last match:\n%s\nstderr: %s", want, rest, term.errb.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			term.t.Fatalf("no %q in the output after the last match:\n%s", want, rest)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// wait waits for ssh to end and returns its exit status.
+func (term *lineTerm) wait() int {
+	term.t.Helper()
+	term.in.Close()
+	select {
+	case <-term.done:
+	case <-time.After(30 * time.Second):
+		term.t.Fatal("ssh did not end")
+	}
+	err := term.cmd.Wait()
+	if ee, ok := err.(*exec.ExitError); ok {
+		return ee.ExitCode()
+	}
+	return 0
+}
+
+// auditLines returns the audit log's events (one JSON object per line).
+func auditLines(t *testing.T, path string) []map[string]any {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var evs []map[string]any
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		var ev map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
+			t.Fatalf("audit line %q: %v", sc.Text(), err)
+		}
+		evs = append(evs, ev)
+	}
+	return evs
+}
+
+// TestBecomeInShell is issue 14's "become typed at the shell prompt" with
+// the local backend: OpenSSH's client in a lineTerm, alice's login shell,
+// `become mytool` lands in mytool's shell as mytool's uid, exit returns to
+// alice's shell, a tool she does not maintain gets the SSH level's
+// refusal, `become mytool CMD` runs one command, and the audit log has
+// each with via=shell.
+func TestBecomeInShell(t *testing.T) {
+	t.Parallel()
+	w := startLDAPWorld(t)
+	term := openLineTerm(t, w.bast, w.key(t, "alice-1"), "alice")
+	term.typeLine(`echo "me=$(id -u)"`)
+	term.expect("me=5001")
+
+	term.typeLine("become mytool")
+	term.typeLine(`echo "who=$USER uid=$(id -u) home=$HOME tool=$BASTION_TOOL"; tty >/dev/null && echo "tty=$((1+1))"`)
+	term.expect("who=tools.mytool uid=52001 home=" + w.homes + "/project/mytool tool=mytool")
+	term.expect("tty=2")
+	// A nested become is refused (the tool's shell has no socket).
+	term.typeLine("become othertool; echo \"nested=$?\"")
+	term.expect("become: you are already acting as tool mytool; exit to return to your own shell first")
+	term.expect("nested=1")
+	term.typeLine("exit 7")
+	waitFor(t, "the become session's end in the log", 30*time.Second, func() bool {
+		return strings.Contains(w.bast.logs(), "exit_status=7")
+	})
+	term.typeLine(`echo "status=$? back=$USER uid=$(id -u)"`)
+	term.expect("status=7 back=alice uid=5001")
+
+	term.typeLine("become othertool")
+	term.expect("become: alice is not a maintainer of tool othertool")
+	term.typeLine("become nosuchtool")
+	term.expect("become: nosuchtool: no such tool; check the name")
+	term.typeLine(`become mytool 'echo "one=$USER:$(id -u)"'; echo "rc=$?"`)
+	term.expect("one=tools.mytool:52001")
+	term.expect("rc=0")
+	term.typeLine(`become mytool 'kill -TERM $$'; echo "killed=$?"`)
+	term.expect("Terminated")
+	term.expect("killed=143")
+	term.typeLine("exit")
+	if code := term.wait(); code != 0 {
+		t.Errorf("ssh exited %d", code)
+	}
+
+	w.bast.stop()
+	var got []string
+	for _, ev := range auditLines(t, filepath.Join(w.bast.dir, "audit.log")) {
+		switch ev["event"] {
+		case "become", "become.deny":
+			got = append(got, strings.TrimSpace(auditStr(ev["event"])+" "+auditStr(ev["user"])+" "+auditStr(ev["account"])+auditStr(ev["tool"])+" via="+auditStr(ev["via"])+" "+auditStr(ev["reason"])))
+		}
+	}
+	want := []string{
+		"become alice tools.mytool via=shell",
+		"become.deny alice othertool via=shell not a maintainer",
+		"become.deny alice nosuchtool via=shell no such tool",
+		"become alice tools.mytool via=shell",
+		"become alice tools.mytool via=shell",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("audit log's become events:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+func auditStr(v any) string {
+	s, _ := v.(string)
+	return s
+}
