@@ -70,10 +70,14 @@ var killScript string
 // the session, setsid/tmux/screen, lives on); `signal` replaces killScript
 // SIG. Whether a pod has the helper is read from its spec, so pods made
 // before the key was set keep working with the scripts.
+//
+// The helper is also the shell's `become` command (internal/become's
+// client), mounted at becomePath.
 const (
 	helperVolume = "bastion-helper"
 	helperDir    = "/.bastion"
 	helperPath   = helperDir + "/bastion-helper"
+	becomePath   = "/usr/local/bin/become"
 )
 
 // hasHelper reports whether pod was made with the helper's init container.

@@ -127,7 +127,11 @@ func podSpecFrom(c *pods.Cluster, p config.KubePod, id identity, ns string) *cor
 			VolumeMounts:             []corev1.VolumeMount{{Name: helperVolume, MountPath: helperDir}},
 			TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 		})
-		container.VolumeMounts = append(container.VolumeMounts, corev1.VolumeMount{Name: helperVolume, MountPath: helperDir, ReadOnly: true})
+		container.VolumeMounts = append(container.VolumeMounts,
+			corev1.VolumeMount{Name: helperVolume, MountPath: helperDir, ReadOnly: true},
+			// The helper is also `become` typed in the shell, on the PATH
+			// every image's login profile keeps (/etc/profile resets PATH).
+			corev1.VolumeMount{Name: helperVolume, MountPath: becomePath, SubPath: "bastion-helper", ReadOnly: true})
 	}
 
 	if p.Passwd == nil || *p.Passwd {

@@ -126,14 +126,17 @@ func TestPodSpecHelper(t *testing.T) {
 	if ic.SecurityContext == nil || *ic.SecurityContext.AllowPrivilegeEscalation || !*ic.SecurityContext.RunAsNonRoot {
 		t.Errorf("init container security context %+v", ic.SecurityContext)
 	}
-	found := false
+	found, become := false, false
 	for _, m := range pod.Spec.Containers[0].VolumeMounts {
-		if m.Name == helperVolume {
+		if m.Name == helperVolume && m.SubPath == "" {
 			found = m.MountPath == "/.bastion" && m.ReadOnly
 		}
+		if m.Name == helperVolume && m.SubPath != "" {
+			become = m.MountPath == "/usr/local/bin/become" && m.SubPath == "bastion-helper" && m.ReadOnly
+		}
 	}
-	if !found {
-		t.Errorf("shell container mounts %+v; want the helper volume read-only at /.bastion", pod.Spec.Containers[0].VolumeMounts)
+	if !found || !become {
+		t.Errorf("shell container mounts %+v; want the helper volume read-only at /.bastion and its binary at /usr/local/bin/become", pod.Spec.Containers[0].VolumeMounts)
 	}
 	if pod.Annotations[pods.AnnoSpecHash] == plain.Annotations[pods.AnnoSpecHash] {
 		t.Error("the spec hash ignores the helper: pods made without it would be kept")
