@@ -59,6 +59,9 @@ current-context: %[2]s
 func withCredentials(pod *corev1.Pod, container *corev1.Container, p config.KubePod, project, ns string) {
 	pod.Spec.ServiceAccountName = credentialsSA
 	pod.Annotations[pods.AnnoKubeconfig] = kubeconfig(p.CredentialsAPIServer, project, ns)
+	// In the spec hash: after a change of ClusterRole, a pod is replaced
+	// once nobody uses it, and making its successor rebinds.
+	pod.Annotations[pods.AnnoClusterRole] = p.CredentialsClusterRole
 	lifetime := int64(p.CredentialsTokenLifetime.Seconds())
 	pod.Spec.Volumes = append(pod.Spec.Volumes, corev1.Volume{Name: credentialsVolume, VolumeSource: corev1.VolumeSource{
 		Projected: &corev1.ProjectedVolumeSource{Sources: []corev1.VolumeProjection{

@@ -250,6 +250,15 @@ func TestPodSpecCredentials(t *testing.T) {
 		t.Errorf("credentials_api_server: kubeconfig\n%s", other.Annotations[pods.AnnoKubeconfig])
 	}
 
+	// Another ClusterRole: another hash, so that the pod is replaced (and
+	// its successor rebinds) once nobody uses it.
+	k2 := k
+	k2.Pod.CredentialsClusterRole = "view"
+	if viewer := podSpec(pods.NewCluster(&k2, config.KubeCluster{Name: "tools"}, nil), who(u, u.Account, "tools.", "tools"), "user-alice"); viewer.Annotations[pods.AnnoSpecHash] == pod.Annotations[pods.AnnoSpecHash] ||
+		viewer.Annotations[pods.AnnoClusterRole] != "view" {
+		t.Errorf("the spec hash ignores credentials_cluster_role: annotations %v", viewer.Annotations)
+	}
+
 	// Pre-flight probes run without credentials: it makes no
 	// ServiceAccount in its namespace.
 	probe := probeSpec(pods.NewCluster(&k, c, nil), u.Account, "user-alice")

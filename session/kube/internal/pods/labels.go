@@ -23,6 +23,9 @@ const (
 	// AnnoKubeconfig is the shell's kubeconfig (kube.pod.credentials),
 	// projected into the pod through the downward API.
 	AnnoKubeconfig = "bastion.io/kubeconfig"
+	// AnnoClusterRole is the ClusterRole the pod's ServiceAccount was
+	// bound to when the pod was made.
+	AnnoClusterRole = "bastion.io/cluster-role"
 	// AnnoSessionsPrefix + replica ID holds that replica's open sessions
 	// in the pod and when it last said so (package lifecycle).
 	AnnoSessionsPrefix = "sessions.bastion.io/"
