@@ -153,4 +153,29 @@ func TestKubeCredentials(t *testing.T) {
 			}
 		}
 	})
+	t.Run("a ClusterRole bastion may not bind: one line for the user, the key in the log", func(t *testing.T) {
+		cfgPath := filepath.Join(w.dir, "bastion.yaml")
+		data, err := os.ReadFile(cfgPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// deploy/rbac lets bastion bind edit only.
+		cfg := strings.Replace(string(data), "    credentials: none\n", "    credentials_cluster_role: view\n", 1)
+		if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		s3 := w.serve(t)
+		out, errOut, code := w.ssh(t, s3, "alice", "alice-1", "", "--", "kubectl get pods")
+		want := "your shell in " + w.project + " cannot be given its Kubernetes credentials; tell the operators"
+		if code == 0 || !strings.Contains(errOut, want) || strings.Count(strings.TrimSpace(errOut), "\n") != 0 {
+			t.Errorf("exit %d stdout %q stderr %q; want the one line %q", code, out, errOut, want)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for !strings.Contains(s3.logs(), "kube.pod.credentials_cluster_role") {
+			if time.Now().After(deadline) {
+				t.Fatalf("the log does not name kube.pod.credentials_cluster_role:\n%s", s3.logs())
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
 }
