@@ -26,6 +26,7 @@ commands (run by bastion through the exec API, not by people):
   signal TOKEN SIG                               send SIG (TERM, INT...) to the session's process
   status TOKEN                                   print "SIG CORE" if the session's process was killed by a signal
   sftp-server [-R] [-d DIR] [-u UMASK]           SFTP on stdin/stdout as the invoking user
+  relay tcp HOST:PORT | relay unix               listen on bastion's behalf (ssh -R, agent forwarding)
   install DIR                                    copy this binary to DIR/bastion-helper (the pod's init container)
 
 command for people (the shell pod mounts this binary at /usr/local/bin/become):
@@ -97,6 +98,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 		ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 		defer cancel()
 		return sftpserver.Main(ctx, args[1:], os.Stdin, os.Stdout, stderr)
+	case "relay":
+		ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+		defer cancel()
+		if err := podhelper.Relay(ctx, args[1:], os.Stdin, stdout); err != nil {
+			fmt.Fprintf(stderr, "bastion-helper relay: %v\n", err)
+			return 1
+		}
+		return 0
 	case "install":
 		if !need(1) {
 			return 2

@@ -14,6 +14,10 @@
 //   - signal: deliver an SSH "signal" request to the session's process.
 //   - status: print and forget how a session's process was killed.
 //   - sftp-server: internal/sftpserver, as the account.
+//   - relay: listen in the pod on bastion's behalf (ssh -R on the pod's
+//     loopback, agent forwarding on a private socket) and hand each
+//     connection to bastion through a rendezvous port that bastion reaches
+//     by port-forward (relay.go has the protocol).
 //   - install: copy the binary into the pod's shared volume (the init
 //     container's job; bastion's image has no cp).
 //
