@@ -26,6 +26,7 @@ func TestConformance(t *testing.T) {
 			SFTPServer:       kubetest.SFTPServer,
 			EchoAddr:         "echo:80",
 			SignalAsExitCode: true,
+			ListenRefused:    true, // no kube.pod.helper_image
 			Close:            b.Close,
 		}
 	})

@@ -30,6 +30,10 @@ type Harness struct {
 	// SignalAsExitCode: the backend reports death by signal N as exit
 	// code 128+N (Kubernetes exec does) instead of ExitStatus.Signal.
 	SignalAsExitCode bool
+	// ListenRefused: the backend implements session.Listener but this
+	// setup cannot listen (kube without kube.pod.helper_image); Listen
+	// must fail with a one-line UserError.
+	ListenRefused bool
 	// Close, if set, is called at the end of each subtest, after every
 	// stream was closed; it must wait for the backend's goroutines.
 	Close func()
@@ -284,6 +288,23 @@ func listener(t *testing.T, h Harness) session.Listener {
 	l, ok := h.Backend.(session.Listener)
 	if !ok {
 		t.Skip("backend does not implement session.Listener")
+	}
+	if h.ListenRefused {
+		for _, network := range []string{"tcp", "unix"} {
+			addr := ""
+			if network == "tcp" {
+				addr = "127.0.0.1:0"
+			}
+			ln, err := l.Listen(t.Context(), request(h, "", ""), network, addr)
+			if err == nil {
+				ln.Close()
+				t.Fatalf("Listen %s succeeded; the harness says it is refused", network)
+			}
+			if msg, ok := session.UserMessage(err); !ok || strings.Contains(msg, "\n") {
+				t.Fatalf("Listen %s: %v; want a one-line message for the user", network, err)
+			}
+		}
+		t.Skip("listening is refused in this setup, with a message")
 	}
 	return l
 }
