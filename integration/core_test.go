@@ -53,8 +53,7 @@ func TestExec(t *testing.T) {
 		{name: "LANG accepted", args: []string{"-o", "SetEnv=LANG=fr_FR.UTF-8", "--", `echo "$LANG"`}, wantOut: "fr_FR.UTF-8\n"},
 		{name: "LC_ accepted", args: []string{"-o", "SetEnv=LC_TIME=C", "--", `echo "$LC_TIME"`}, wantOut: "C\n"},
 		{name: "others refused silently", args: []string{"-o", "SetEnv=EVIL=1", "--", `echo "[$EVIL]"`}, wantOut: "[]\n"},
-		{name: "remote forwarding refused, session works", args: []string{"-R", "0:127.0.0.1:9", "--", "echo ran"}, wantOut: "ran\n"},
-		{name: "agent forwarding refused, session works", args: []string{"-A", "--", "echo ran; echo \"[$SSH_AUTH_SOCK]\""}, wantOut: "ran\n[]\n"},
+		{name: "remote forwarding, session works", args: []string{"-R", "0:127.0.0.1:9", "--", "echo ran"}, wantOut: "ran\n"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -189,11 +189,17 @@ func listenTarget(args []string) (net.Listener, func(), error) {
 		}
 		return l, nop, nil
 	case len(args) == 1 && args[0] == "unix":
-		dir, err := os.MkdirTemp("", "bastion-ssh-") // 0700
+		dir, err := os.MkdirTemp("", "bastion-ssh-")
 		if err != nil {
 			return nil, nop, fmt.Errorf("listen: %w", err)
 		}
 		cleanup := func() { _ = os.RemoveAll(dir) }
+		// Exactly 0700: a pod's /tmp with an fsGroup is setgid, and
+		// MkdirTemp's directory would inherit that bit.
+		if err := os.Chmod(dir, 0o700); err != nil {
+			cleanup()
+			return nil, nop, fmt.Errorf("listen: %w", err)
+		}
 		path := filepath.Join(dir, RelaySocketName)
 		l, err := net.Listen("unix", path)
 		if err == nil {

@@ -64,11 +64,16 @@ func LoopbackAddress(address string) (string, error) {
 // listenPrivate makes a 0700 directory holding a 0600 socket, both owned
 // by uid:gid when bastion runs as root and the account is another user.
 func (b *Backend) listenPrivate(ctx context.Context, uid, gid int) (net.Listener, error) {
-	dir, err := os.MkdirTemp("", "bastion-ssh-") // mode 0700
+	dir, err := os.MkdirTemp("", "bastion-ssh-")
 	if err != nil {
 		return nil, fmt.Errorf("listen unix: %w", err)
 	}
 	cleanup := func() { _ = os.RemoveAll(dir) }
+	// Exactly 0700, even under a setgid temporary directory.
+	if err := os.Chmod(dir, 0o700); err != nil {
+		cleanup()
+		return nil, fmt.Errorf("listen unix: chmod %s: %w", dir, err)
+	}
 	path := filepath.Join(dir, agentSocketName)
 	var lc net.ListenConfig
 	l, err := lc.Listen(ctx, "unix", path)
