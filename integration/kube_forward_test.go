@@ -31,7 +31,7 @@ func TestKubeAgentAndRemoteForwarding(t *testing.T) {
 	sock, fp := startAgent(t)
 	env := []string{"SSH_AUTH_SOCK=" + sock}
 	out, errOut, code := s.sshAs(t, env, key, "alice", "-A", "--",
-		`stat -c '%a %U' "$SSH_AUTH_SOCK" "$(dirname "$SSH_AUTH_SOCK")"; ssh-add -l; hostname`)
+		`stat -c '%a %U' "$SSH_AUTH_SOCK" "$(dirname "$SSH_AUTH_SOCK")"; ssh-add -l; cat /proc/sys/kernel/hostname`)
 	if code != 0 || !strings.HasPrefix(out, "600 alice\n700 alice\n") || !strings.Contains(out, fp) || !strings.Contains(out, "shell-alice") {
 		t.Fatalf("ssh -A in the pod: code %d, stdout %q, stderr %q; want a 0600 socket of alice's in a 0700 directory listing %s", code, out, errOut, fp)
 	}
