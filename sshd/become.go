@@ -83,7 +83,8 @@ func (s *sessionChan) startBecome(ctx context.Context, req session.Request) *bec
 		s.log.Warn("become socket unavailable; the shell starts without become", "err", err)
 		return nil
 	}
-	context.AfterFunc(lctx, func() { l.Close() })
+	// The listener closes itself when lctx ends (session.Listener); stop
+	// also closes it.
 	bs := &becomeServer{s: s, l: l, ctx: lctx, cancel: cancel}
 	req.Env[become.SockVar] = l.Addr().String()
 	bs.wg.Add(1)
@@ -173,6 +174,10 @@ func (bs *becomeServer) run(nc net.Conn, fc *become.Conn, r become.Request, acct
 	start := time.Now()
 	ctx, cancel := context.WithCancelCause(bs.ctx)
 	defer cancel(errors.New("become session ended"))
+	// When the session is cut (the person's shell ended, the server
+	// drains), a write to a client that does not read must not hang.
+	stopClosing := context.AfterFunc(ctx, func() { nc.Close() })
+	defer stopClosing()
 
 	env := make(map[string]string, len(s.env)+4)
 	for k, v := range s.env {

@@ -343,6 +343,29 @@ func TestBecomeRequestBounds(t *testing.T) {
 		t.Errorf("a silent connection: read %d, %v after %s; want closed", n, err, time.Since(start))
 	}
 	nc.Close()
+
+	// A client that stops reading a tool's session (yes prints forever)
+	// does not keep the person's shell from ending.
+	nc, err = net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	fc := become.NewConn(nc)
+	p, _ := become.Request{Tool: "mytool", Command: "yes"}.Marshal()
+	if err := fc.WriteFrame(become.FrameRequest, p); err != nil {
+		t.Fatal(err)
+	}
+	if typ, p, err := fc.ReadFrame(); err != nil || typ != become.FrameReply {
+		t.Fatalf("reply: %d %q %v", typ, p, err)
+	}
+	time.Sleep(time.Second) // yes fills the socket's buffers
 	io.WriteString(in, "exit\n")
-	_ = s.Wait()
+	ended := make(chan error, 1)
+	go func() { ended <- s.Wait() }()
+	select {
+	case <-ended:
+	case <-time.After(15 * time.Second):
+		t.Fatalf("the shell did not end while a become client did not read\nlogs:\n%s", f.logs.String())
+	}
 }
