@@ -54,6 +54,22 @@ type soakOptions struct {
 	user      string
 	signer    ssh.Signer
 	faults    []soakFault
+
+	// Seams for other backends (the kube soak in soak_kube_test.go):
+	// the backend's name for the report, more config sections (backend,
+	// forwarding, kube), the accounts the sessions and logins take in
+	// turn (all with signer; empty: user), where the ssh -L streams go
+	// (empty: the loopback echo server), a command each login also runs
+	// (empty: the login only authenticates), a note per report row (e.g.
+	// the cluster's pods) and the end's own checks (e.g. leaked pods).
+	backend      string
+	extraConfig  string
+	accounts     []string
+	forwardTo    string
+	loginCommand string
+	observe      func(ctx context.Context, metrics map[string]float64) string
+	finalCheck   func(ctx context.Context, metrics func(context.Context) (map[string]float64, error)) (notes, problems []string)
+	block        string // the -out block's name (default "soak")
 }
 
 // soakFault is something done to the world at a time into the load, such
@@ -154,7 +170,7 @@ func runSoak(args []string, stdout, stderr io.Writer) int {
 	md := rep.markdown()
 	fmt.Fprintln(stdout, md)
 	if opt.out != "" {
-		if err := replaceBlock(opt.out, md); err != nil {
+		if err := replaceBlock(opt.out, opt.block, md); err != nil {
 			fmt.Fprintf(stderr, "bench soak: %v\n", err)
 			return 1
 		}
@@ -301,6 +317,7 @@ limits:
   penalties:
     enabled: false
   shutdown_grace: 2s
+%s
 ops:
   listen: %s
 audit:
@@ -308,7 +325,7 @@ audit:
 log:
   format: json
   level: info
-`, port, filepath.Join(etc, "ssh_host_ed25519_key"), t.sftpServer, strings.TrimRight(directory, "\n"), w.opsAddr)
+`, port, filepath.Join(etc, "ssh_host_ed25519_key"), t.sftpServer, strings.TrimRight(directory, "\n"), strings.TrimRight(opt.extraConfig, "\n"), w.opsAddr)
 	cfgPath := filepath.Join(etc, "bastion.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return fail(err)
@@ -368,9 +385,9 @@ func (w *soakWorld) close(keep bool) {
 	}
 }
 
-func (w *soakWorld) clientConfig() *ssh.ClientConfig {
+func (w *soakWorld) clientConfig(user string) *ssh.ClientConfig {
 	return &ssh.ClientConfig{
-		User:            w.user,
+		User:            user,
 		Auth:            []ssh.AuthMethod{ssh.PublicKeys(w.signer)},
 		HostKeyCallback: ssh.InsecureIgnoreHostKey(),
 		Timeout:         30 * time.Second,
@@ -390,7 +407,8 @@ func (w *soakWorld) goroutines(ctx context.Context) (int, error) {
 	return int(g), nil
 }
 
-// metrics reads bastion's /metrics: the samples without labels.
+// metrics reads bastion's /metrics: the samples without labels, and the
+// sum over the labels of each labelled one under its bare name.
 func (w *soakWorld) metrics(ctx context.Context) (map[string]float64, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -412,12 +430,22 @@ func (w *soakWorld) metrics(ctx context.Context) (map[string]float64, error) {
 	}
 	m := map[string]float64{}
 	for _, line := range strings.Split(string(body), "\n") {
+		if strings.HasPrefix(line, "#") {
+			continue
+		}
 		name, v, ok := strings.Cut(line, " ")
-		if !ok || strings.HasPrefix(name, "#") || strings.Contains(name, "{") {
+		if i := strings.Index(line, "{"); i >= 0 {
+			j := strings.LastIndex(line, "}")
+			if j < i {
+				continue
+			}
+			name, v, ok = line[:i], strings.TrimSpace(line[j+1:]), true
+		}
+		if !ok {
 			continue
 		}
 		if f, err := strconv.ParseFloat(strings.TrimSpace(v), 64); err == nil {
-			m[name] = f
+			m[name] += f
 		}
 	}
 	return m, nil
@@ -461,10 +489,17 @@ func loadAvg() string {
 	return strings.Join(f[:3], " ")
 }
 
-// replaceBlock replaces what lies between the soak markers of path with
-// md (appending the block when the markers are missing).
-func replaceBlock(path, md string) error {
-	const begin, end = "<!-- soak:begin (written by go run ./bench soak -out) -->", "<!-- soak:end -->"
+// replaceBlock replaces what lies between the markers of block name
+// (default "soak") of path with md (appending the block when the markers
+// are missing).
+func replaceBlock(path, name, md string) error {
+	if name == "" {
+		name = "soak"
+	}
+	begin, end := "<!-- "+name+":begin (written by go run ./bench soak -out) -->", "<!-- "+name+":end -->"
+	if name != "soak" {
+		begin = "<!-- " + name + ":begin (written by the run's -out) -->"
+	}
 	data, err := os.ReadFile(path)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err

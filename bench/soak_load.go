@@ -46,7 +46,6 @@ type traffic struct {
 type soakRun struct {
 	opt     soakOptions
 	w       *soakWorld
-	cfg     *ssh.ClientConfig
 	traffic map[string]*traffic
 	logf    func(string, ...any)
 
@@ -59,6 +58,23 @@ type soakRun struct {
 	latencies []time.Duration // logins of the current interval
 	errs      []string        // first errors, bounded
 	nErrs     int
+}
+
+// clientConfig is the client config of the i-th session or login: the
+// accounts in turn.
+func (r *soakRun) clientConfig(i int) *ssh.ClientConfig {
+	if len(r.opt.accounts) == 0 {
+		return r.w.clientConfig(r.w.user)
+	}
+	return r.w.clientConfig(r.opt.accounts[i%len(r.opt.accounts)])
+}
+
+// forwardTo is where the ssh -L streams go.
+func (r *soakRun) forwardTo() string {
+	if r.opt.forwardTo != "" {
+		return r.opt.forwardTo
+	}
+	return r.w.echo.Addr().String()
 }
 
 func (r *soakRun) fail(format string, args ...any) {
@@ -82,7 +98,7 @@ func soak(ctx context.Context, opt soakOptions, out io.Writer) (*soakReport, err
 		return nil, err
 	}
 	defer w.close(opt.keep)
-	r := &soakRun{opt: opt, w: w, cfg: w.clientConfig(), traffic: map[string]*traffic{}, logf: logf}
+	r := &soakRun{opt: opt, w: w, traffic: map[string]*traffic{}, logf: logf}
 	for _, k := range soakKinds {
 		r.traffic[k] = &traffic{}
 	}
@@ -197,6 +213,9 @@ func soak(ctx context.Context, opt soakOptions, out io.Writer) (*soakReport, err
 	rep.errs, rep.nErrs = r.errs, r.nErrs
 	r.mu.Unlock()
 	rep.load = loadAvg()
+	if opt.finalCheck != nil {
+		rep.finalNotes, rep.finalProblems = opt.finalCheck(ctx, w.metrics)
+	}
 	return rep, nil
 }
 
@@ -212,7 +231,7 @@ func (r *soakRun) session(ctx context.Context, i int, kind string) {
 	var client *ssh.Client
 	var err error
 	for attempt := 0; ; attempt++ { // the ramp may meet a busy server: retry a few times
-		client, err = ssh.Dial("tcp", r.w.srv.addr(), r.cfg)
+		client, err = ssh.Dial("tcp", r.w.srv.addr(), r.clientConfig(i))
 		if err == nil || attempt == 4 || ctx.Err() != nil {
 			break
 		}
@@ -286,7 +305,7 @@ func (r *soakRun) session(ctx context.Context, i int, kind string) {
 			return s.Wait()
 		}
 	case kindForward:
-		c, err := client.Dial("tcp", r.w.echo.Addr().String())
+		c, err := client.Dial("tcp", r.forwardTo())
 		if err != nil {
 			t.failed.Add(1)
 			r.fail("%s session %d: open the forward: %v", kind, i, err)
@@ -404,6 +423,7 @@ func (r *soakRun) logins(ctx context.Context) {
 			continue
 		}
 		started++
+		n := started
 		select {
 		case sem <- struct{}{}:
 		default:
@@ -413,12 +433,17 @@ func (r *soakRun) logins(ctx context.Context) {
 		wg.Go(func() {
 			defer func() { <-sem }()
 			start := time.Now()
-			c, err := ssh.Dial("tcp", r.w.srv.addr(), r.cfg)
+			cfg := r.clientConfig(n)
+			c, err := ssh.Dial("tcp", r.w.srv.addr(), cfg)
+			if err == nil && r.opt.loginCommand != "" {
+				err = runLoginCommand(c, r.opt.loginCommand)
+				c.Close()
+			}
 			took := time.Since(start)
 			if err != nil {
 				if ctx.Err() == nil {
 					r.loginBad.Add(1)
-					r.fail("login: %v", err)
+					r.fail("login as %s: %v", cfg.User, err)
 				}
 				return
 			}
@@ -429,6 +454,26 @@ func (r *soakRun) logins(ctx context.Context) {
 			r.mu.Unlock()
 		})
 	}
+}
+
+// runLoginCommand runs command in a new session of c and wants it to
+// succeed and print something.
+func runLoginCommand(c *ssh.Client, command string) error {
+	s, err := c.NewSession()
+	if err != nil {
+		return fmt.Errorf("open a session: %w", err)
+	}
+	defer s.Close()
+	var stderr bytes.Buffer
+	s.Stderr = &stderr
+	out, err := s.Output(command)
+	if err != nil {
+		return fmt.Errorf("%s: %w (stderr %q)", command, err, tailBytes(stderr.Bytes(), 300))
+	}
+	if len(out) == 0 {
+		return fmt.Errorf("%s printed nothing", command)
+	}
+	return nil
 }
 
 // openSSHCopies copies random files to bastion and back with OpenSSH's
@@ -558,14 +603,17 @@ func (s *sampler) row(ctx context.Context) {
 		mbps:       float64(ok-s.lastOK) / el / 1e6,
 		load:       loadAvg(),
 	}
+	if r.opt.observe != nil {
+		row.note = r.opt.observe(ctx, m)
+	}
 	if len(lat) > 0 {
 		row.max = lat[len(lat)-1]
 	}
 	s.last, s.lastCPU, s.lastOK, s.lastBad = now, cpu, ok, r.loginBad.Load()
 	s.rep.rows = append(s.rep.rows, row)
-	r.logf("%6s  %4d open  %.1f logins/s (p50 %s, p99 %s, max %s, %d failed)  RSS %d MiB (heap %.0f MiB)  %d goroutines  %.2f cores  %.2f MB/s checked  load %s",
+	r.logf("%6s  %4d open  %.1f logins/s (p50 %s, p99 %s, max %s, %d failed)  RSS %d MiB (heap %.0f MiB)  %d goroutines  %.2f cores  %.2f MB/s checked  load %s  %s",
 		row.at.Round(time.Second), row.open, row.loginRate, ms(row.p50), ms(row.p99), ms(row.max), row.loginFails,
-		row.rssKiB/1024, row.heapMiB, row.goroutines, row.cores, row.mbps, row.load)
+		row.rssKiB/1024, row.heapMiB, row.goroutines, row.cores, row.mbps, row.load, row.note)
 }
 
 func percentile(sorted []time.Duration, p float64) time.Duration {

@@ -26,6 +26,7 @@ type soakReport struct {
 	nErrs                         int
 	load                          string // load average at the end
 	faults                        []string
+	finalNotes, finalProblems     []string // soakOptions.finalCheck's
 }
 
 // soakRow is one interval.
@@ -41,6 +42,7 @@ type soakRow struct {
 	cores              float64
 	mbps               float64
 	load               string
+	note               string // soakOptions.observe's
 }
 
 type kindTotals struct {
@@ -76,6 +78,7 @@ func (r *soakReport) problems() []string {
 	if r.endGoroutines > r.baseGoroutines+goroutineSlack {
 		p = append(p, fmt.Sprintf("bastion has %d goroutines after every client left, %d before the load", r.endGoroutines, r.baseGoroutines))
 	}
+	p = append(p, r.finalProblems...)
 	if r.leftProcs != 0 {
 		p = append(p, fmt.Sprintf("%d session processes left under bastion after every client left", r.leftProcs))
 	}
@@ -98,13 +101,26 @@ func (r *soakReport) problems() []string {
 func (r *soakReport) markdown() string {
 	var b strings.Builder
 	o := r.opt
-	fmt.Fprintf(&b, "### Soak, local backend: %d sessions for %s, %.0f logins/s\n\n", o.sessions, o.duration, o.loginRate)
+	backend := o.backend
+	if backend == "" {
+		backend = "local"
+	}
+	fmt.Fprintf(&b, "### Soak, %s backend: %d sessions for %s, %.0f logins/s\n\n", backend, o.sessions, o.duration, o.loginRate)
 	fmt.Fprintf(&b, "- command: `%s`\n", strings.TrimSpace(o.command))
 	fmt.Fprintf(&b, "- run: %s, %s wall\n", r.started.Format("2006-01-02 15:04 UTC"), r.wall.Round(time.Second))
 	fmt.Fprintf(&b, "- machine: %s; load average at the end %s\n", r.machine, r.load)
 	fmt.Fprintf(&b, "- bastion: %s; OpenSSH clients: %s\n", r.bastion, r.openssh)
-	fmt.Fprintf(&b, "- mix: 40%% pty sessions (an interactive shell that runs `stty raw -echo; exec cat`), 30%% exec `cat`, 30%% `ssh -L` streams to a loopback echo server, each on its own connection, each moving random chunks at %d B/s each way on average and checking every chunk that comes back; plus %d workers copying random files with OpenSSH's `scp`, `scp -O` and `sftp` and comparing SHA-256; plus %.0f new logins/s (x/crypto client: TCP, key exchange, public-key auth)\n",
-		o.rate, o.openssh, o.loginRate)
+	if backend == "local" {
+		fmt.Fprintf(&b, "- mix: 40%% pty sessions (an interactive shell that runs `stty raw -echo; exec cat`), 30%% exec `cat`, 30%% `ssh -L` streams to a loopback echo server, each on its own connection, each moving random chunks at %d B/s each way on average and checking every chunk that comes back; plus %d workers copying random files with OpenSSH's `scp`, `scp -O` and `sftp` and comparing SHA-256; plus %.0f new logins/s (x/crypto client: TCP, key exchange, public-key auth)\n",
+			o.rate, o.openssh, o.loginRate)
+	} else {
+		login := "TCP, key exchange, public-key auth"
+		if o.loginCommand != "" {
+			login += ", then `" + o.loginCommand + "` in the account's pod"
+		}
+		fmt.Fprintf(&b, "- mix: %d accounts taking the sessions in turn; 40%% pty sessions (an interactive shell in the account's pod that runs `stty raw -echo; exec cat`), 30%% exec `cat` in the pod, 30%% `ssh -L` streams to `%s`, each on its own connection, each moving random chunks at %d B/s each way on average and checking every chunk that comes back; plus %.1f new logins/s, the accounts in turn (x/crypto client: %s)\n",
+			max(len(o.accounts), 1), o.forwardTo, o.rate, o.loginRate, login)
+	}
 	fmt.Fprintf(&b, "- the clients run on the same machine as bastion: soak process %.0f CPU s; bastion's process %.0f CPU s, its session processes (cat, shells, scp, sftp-server) %.0f CPU s\n\n", r.clientCPU, r.cpu, r.childCPU)
 
 	var sent, ok, corrupt, lost int64
@@ -122,11 +138,19 @@ func (r *soakReport) markdown() string {
 		fmt.Fprintf(&b, "Fault at %s.\n\n", f)
 	}
 	fmt.Fprintf(&b, "Logins: %d ok, %d failed, %d not started because 256 were already in flight (the client was saturated).\n\n", r.loginOK, r.loginBad, r.loginSkipped)
-	b.WriteString("| time | sessions open | logins/s | login p50 | login p99 | login max | bastion RSS | Go heap in use | goroutines | bastion CPU (cores) | checked MB/s | load avg |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
+	noteCol, noteSep := "", ""
+	if o.observe != nil {
+		noteCol, noteSep = " cluster |", "---|"
+	}
+	b.WriteString("| time | sessions open | logins/s | login p50 | login p99 | login max | bastion RSS | Go heap in use | goroutines | bastion CPU (cores) | checked MB/s | load avg |" + noteCol + "\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|" + noteSep + "\n")
 	for _, row := range r.rows {
-		fmt.Fprintf(&b, "| %s | %d | %.1f | %s | %s | %s | %d MiB | %.0f MiB | %d | %.2f | %.2f | %s |\n",
+		note := ""
+		if o.observe != nil {
+			note = " " + row.note + " |"
+		}
+		fmt.Fprintf(&b, "| %s | %d | %.1f | %s | %s | %s | %d MiB | %.0f MiB | %d | %.2f | %.2f | %s |%s\n",
 			row.at.Round(time.Second), row.open, row.loginRate, ms(row.p50), ms(row.p99), ms(row.max),
-			row.rssKiB/1024, row.heapMiB, row.goroutines, row.cores, row.mbps, row.load)
+			row.rssKiB/1024, row.heapMiB, row.goroutines, row.cores, row.mbps, row.load, note)
 	}
 	var full []soakRow // rows with every session open: the steady state
 	for _, row := range r.rows {
@@ -141,6 +165,9 @@ func (r *soakReport) markdown() string {
 	}
 	fmt.Fprintf(&b, "\nBefore the load: %d goroutines, %d MiB RSS. After every client left: %d goroutines, %d MiB RSS, %d session processes left.\n",
 		r.baseGoroutines, r.baseRSS/1024, r.endGoroutines, r.endRSS/1024, r.leftProcs)
+	for _, n := range r.finalNotes {
+		fmt.Fprintf(&b, "\n%s\n", n)
+	}
 	if p := r.problems(); len(p) > 0 {
 		fmt.Fprintf(&b, "\n**Problems:**\n\n```\n%s\n```\n", strings.Join(p, "\n"))
 	} else {

@@ -73,11 +73,12 @@ var (
 // Kubernetes backend.
 var (
 	PodStartDuration = histogramVec("pod_start_duration_seconds",
-		"Time from creating a shell pod to Ready, by cluster.",
+		"Time from creating a shell pod to Ready, by cluster: once per pod this replica created (sessions that wait for a pod another made do not count it).",
 		[]float64{0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120}, "cluster")
 	PodStartFailures = counterVec("pod_start_failures_total",
 		"Shell pods that failed to start, by cluster and reason (ErrImagePull, ImagePullBackOff, ErrImageNeverPull, Unschedulable, timeout, ...).",
 		"cluster", "reason")
+	PodsCreated   = counterVec("pods_created_total", "Shell pods created by this replica, by cluster.", "cluster")
 	PodsReaped    = counterVec("pods_reaped_total", "Shell pods deleted by the reaper, by cluster.", "cluster")
 	KubeAPIErrors = counterVec("kube_api_errors_total", "Kubernetes API errors by cluster.", "cluster")
 )

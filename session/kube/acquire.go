@@ -38,6 +38,7 @@ func (b *Backend) acquire(ctx context.Context, c *pods.Client, id identity, ns s
 	fb := b.newFallback(cl, id, ns, note)
 	want := fb.want()
 	for attempt := 0; ; attempt++ {
+		created := false // by this session, in this attempt
 		if attempt == 5+len(fb.tried) {
 			return nil, nil, nil, fmt.Errorf("pod %s/%s: still changing after %d attempts", ns, name, attempt)
 		}
@@ -47,6 +48,7 @@ func (b *Backend) acquire(ctx context.Context, c *pods.Client, id identity, ns s
 			if apierrors.IsAlreadyExists(err) {
 				continue // another session or replica made it first: share it
 			}
+			created = err == nil
 		}
 		if err != nil {
 			if ctx.Err() != nil {
@@ -66,7 +68,7 @@ func (b *Backend) acquire(ctx context.Context, c *pods.Client, id identity, ns s
 		if !pods.Ready(pod) {
 			image := pods.Image(pod)
 			fb.waited = true
-			pod, err = b.waitReady(ctx, c, pod, prog)
+			pod, err = b.waitReady(ctx, c, pod, prog, created)
 			if err != nil {
 				if fb.next(image, err) {
 					want = fb.want()
@@ -146,6 +148,7 @@ func (b *Backend) create(ctx context.Context, c *pods.Client, u *lifecycle.Use, 
 		}
 		switch {
 		case err == nil:
+			ops.PodsCreated.WithLabelValues(cl.Name()).Inc()
 			b.log.Info("created shell pod", "pod", pod.Namespace+"/"+pod.Name, "image", pod.Spec.Containers[0].Image)
 			b.audit.Emit(audit.Event{Type: audit.PodCreated, Cluster: cl.Name(), Namespace: pod.Namespace, Pod: pod.Name,
 				Account: pod.Annotations[pods.AnnoAccount], Image: pod.Spec.Containers[0].Image})
@@ -170,8 +173,10 @@ func (b *Backend) create(ctx context.Context, c *pods.Client, u *lifecycle.Use, 
 }
 
 // waitReady watches pod until it is ready, showing progress; a pod that
-// can never start, or does not within the start timeout, is deleted.
-func (b *Backend) waitReady(ctx context.Context, c *pods.Client, pod *corev1.Pod, prog *progress) (*corev1.Pod, error) {
+// can never start, or does not within the start timeout, is deleted. The
+// session that created the pod (created) times its start: the other
+// sessions waiting for the same pod do not count it again.
+func (b *Backend) waitReady(ctx context.Context, c *pods.Client, pod *corev1.Pod, prog *progress, created bool) (*corev1.Pod, error) {
 	project := c.Project()
 	start := time.Now()
 	if !pod.CreationTimestamp.IsZero() && time.Since(pod.CreationTimestamp.Time) < b.cfg.StartTimeout {
@@ -206,8 +211,8 @@ func (b *Backend) waitReady(ctx context.Context, c *pods.Client, pod *corev1.Pod
 		})
 	}
 	if err == nil {
-		if !pods.Ready(pod) {
-			// This session waited for the pod to start.
+		if created {
+			// This session made the pod and waited for it to start.
 			since := pod.CreationTimestamp.Time
 			if since.IsZero() {
 				since = start
