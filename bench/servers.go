@@ -449,3 +449,13 @@ func (b *bench) setupDropbear() error {
 	}
 	return nil
 }
+
+// crash kills the server with SIGKILL (nothing of it can clean up) and
+// waits until it is gone; its session processes are left as they are.
+func (s *server) crash() {
+	if !s.running() {
+		return
+	}
+	_ = s.cmd.Process.Signal(syscall.SIGKILL)
+	<-s.done
+}

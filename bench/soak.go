@@ -70,6 +70,14 @@ type soakOptions struct {
 	observe      func(ctx context.Context, metrics map[string]float64) string
 	finalCheck   func(ctx context.Context, metrics func(context.Context) (map[string]float64, error)) (notes, problems []string)
 	block        string // the -out block's name (default "soak")
+
+	// Faults that end sessions or refuse logins on purpose (chaos): a
+	// session of an account for which expectCut says yes when it fails
+	// counts as ended by the fault, with what its user read, not as a
+	// failure, and its chunk in flight as cut, not lost; a login error
+	// that expectedLogin accepts counts as refused as expected.
+	expectCut     func(account string) bool
+	expectedLogin func(err error) bool
 }
 
 // soakFault is something done to the world at a time into the load, such
@@ -78,6 +86,7 @@ type soakFault struct {
 	at   time.Duration
 	name string
 	do   func()
+	act  func(context.Context, *soakWorld) error // instead of do, for faults of bastion itself
 }
 
 func parseSoakFlags(args []string, stderr io.Writer) (soakOptions, error) {

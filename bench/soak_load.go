@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,6 +41,7 @@ const hangTimeout = 60 * time.Second
 type traffic struct {
 	sent, ok, corrupt atomic.Int64
 	sessions, failed  atomic.Int64 // sessions (or transfers) run, and failed
+	cut, cutBytes     atomic.Int64 // sessions ended by a fault on purpose, and their chunks in flight
 }
 
 // soakRun is the state of one run.
@@ -52,12 +54,38 @@ type soakRun struct {
 	open     atomic.Int64 // sessions open now
 	loginOK  atomic.Int64
 	loginBad atomic.Int64
+	loginRef atomic.Int64 // logins refused as a fault expects (soakOptions.expectedLogin)
 	skipped  atomic.Int64 // logins not started: the client was saturated
 
 	mu        sync.Mutex
 	latencies []time.Duration // logins of the current interval
 	errs      []string        // first errors, bounded
 	nErrs     int
+	told      map[string]int // what users read when a fault ended their session or refused their login
+}
+
+// tell records what a user read (one line, bounded).
+func (r *soakRun) tell(what, msg string) {
+	msg = strings.Join(strings.Fields(msg), " ")
+	if len(msg) > 200 {
+		msg = msg[:200] + "…"
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.told == nil {
+		r.told = map[string]int{}
+	}
+	if len(r.told) < 50 {
+		r.told[what+": "+msg]++
+	}
+}
+
+// account is the account of the i-th session or login.
+func (r *soakRun) account(i int) string {
+	if len(r.opt.accounts) == 0 {
+		return r.w.user
+	}
+	return r.opt.accounts[i%len(r.opt.accounts)]
 }
 
 // clientConfig is the client config of the i-th session or login: the
@@ -127,7 +155,13 @@ func soak(ctx context.Context, opt soakOptions, out io.Writer) (*soakReport, err
 			case <-tick.C:
 			}
 			kind := kindPTY
-			switch i % 10 {
+			mix := i
+			if n := len(opt.accounts); n > 0 {
+				// Session j of account a: a's sessions are of different
+				// kinds (i % 10 alone would give each account one kind).
+				mix = i%n + 4*(i/n)
+			}
+			switch mix % 10 {
 			case 4, 5, 6:
 				kind = kindExec
 			case 7, 8, 9:
@@ -148,7 +182,13 @@ func soak(ctx context.Context, opt soakOptions, out io.Writer) (*soakReport, err
 			case <-loadCtx.Done():
 			case <-time.After(f.at):
 				logf("fault: %s", f.name)
-				f.do()
+				if f.act != nil {
+					if err := f.act(ctx, w); err != nil {
+						r.fail("fault %s: %v", f.name, err)
+					}
+				} else {
+					f.do()
+				}
 				r.mu.Lock()
 				rep.faults = append(rep.faults, fmt.Sprintf("%s: %s", time.Since(rep.started).Round(time.Second), f.name))
 				r.mu.Unlock()
@@ -206,10 +246,12 @@ func soak(ctx context.Context, opt soakOptions, out io.Writer) (*soakReport, err
 	for _, k := range soakKinds {
 		t := r.traffic[k]
 		rep.kinds = append(rep.kinds, kindTotals{kind: k, sessions: t.sessions.Load(), failed: t.failed.Load(),
+			cut: t.cut.Load(), cutBytes: t.cutBytes.Load(),
 			sent: t.sent.Load(), ok: t.ok.Load(), corrupt: t.corrupt.Load()})
 	}
-	rep.loginOK, rep.loginBad, rep.loginSkipped = r.loginOK.Load(), r.loginBad.Load(), r.skipped.Load()
+	rep.loginOK, rep.loginBad, rep.loginSkipped, rep.loginRefused = r.loginOK.Load(), r.loginBad.Load(), r.skipped.Load(), r.loginRef.Load()
 	r.mu.Lock()
+	rep.told = r.told
 	rep.errs, rep.nErrs = r.errs, r.nErrs
 	r.mu.Unlock()
 	rep.load = loadAvg()
@@ -251,6 +293,8 @@ func (r *soakRun) session(ctx context.Context, i int, kind string) {
 
 	var rw io.ReadWriter
 	var finish func() error
+	var sess *ssh.Session
+	var stderr syncBuffer
 	chunk := 16 << 10
 	switch kind {
 	case kindPTY, kindExec:
@@ -261,6 +305,8 @@ func (r *soakRun) session(ctx context.Context, i int, kind string) {
 			return
 		}
 		defer s.Close()
+		sess = s
+		s.Stderr = &stderr
 		stdin, _ := s.StdinPipe()
 		stdout, _ := s.StdoutPipe()
 		if kind == kindPTY {
@@ -333,10 +379,34 @@ func (r *soakRun) session(ctx context.Context, i int, kind string) {
 		// A round trip that does not come back cuts the connection.
 		watchdog := time.AfterFunc(hangTimeout, func() { client.Close() })
 		_, werr := rw.Write(buf[:n])
-		_, rerr := io.ReadFull(rw, back[:n])
+		got, rerr := io.ReadFull(rw, back[:n])
 		hung := !watchdog.Stop()
+		ok := werr == nil && rerr == nil && bytes.Equal(buf[:n], back[:n])
+		if !ok && !hung && r.opt.expectCut != nil && r.opt.expectCut(r.account(i)) {
+			// A fault ends this account's sessions on purpose: what did
+			// its user read? (stderr for exec, the terminal for a pty)
+			if sess != nil {
+				done := make(chan struct{})
+				go func() { _ = sess.Wait(); close(done) }()
+				select {
+				case <-done:
+				case <-time.After(5 * time.Second):
+				}
+			}
+			msg := stderr.String()
+			if kind == kindPTY {
+				msg += string(tailBytes(back[:got], 300)) // the terminal
+			}
+			if kind == kindForward {
+				msg = fmt.Sprintf("write %v, read %v", werr, rerr)
+			}
+			t.cut.Add(1)
+			t.cutBytes.Add(int64(n))
+			r.tell(kind+" session ended by the fault", msg)
+			return
+		}
 		switch {
-		case werr == nil && rerr == nil && bytes.Equal(buf[:n], back[:n]):
+		case ok:
 			t.ok.Add(int64(n))
 			continue
 		case werr == nil && rerr == nil:
@@ -353,6 +423,27 @@ func (r *soakRun) session(ctx context.Context, i int, kind string) {
 		t.failed.Add(1)
 		r.fail("%s session %d: end: %v", kind, i, err)
 	}
+}
+
+// syncBuffer is a bounded buffer safe for one writer and other readers.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if room := 4096 - b.buf.Len(); room > 0 {
+		b.buf.Write(p[:min(len(p), room)])
+	}
+	return len(p), nil
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // fill puts random bytes in b (printable ones for a terminal).
@@ -441,7 +532,12 @@ func (r *soakRun) logins(ctx context.Context) {
 			}
 			took := time.Since(start)
 			if err != nil {
-				if ctx.Err() == nil {
+				switch {
+				case ctx.Err() != nil:
+				case r.opt.expectedLogin != nil && r.opt.expectedLogin(err):
+					r.loginRef.Add(1)
+					r.tell("login refused during the fault", err.Error())
+				default:
 					r.loginBad.Add(1)
 					r.fail("login as %s: %v", cfg.User, err)
 				}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 )
@@ -22,6 +23,8 @@ type soakReport struct {
 	cpu, childCPU, clientCPU      float64
 	loginOK, loginBad             int64
 	loginSkipped                  int64
+	loginRefused                  int64          // as a fault expects
+	told                          map[string]int // what users read when a fault ended a session or refused a login
 	errs                          []string
 	nErrs                         int
 	load                          string // load average at the end
@@ -49,9 +52,10 @@ type kindTotals struct {
 	kind              string
 	sessions, failed  int64
 	sent, ok, corrupt int64
+	cut, cutBytes     int64 // ended by a fault on purpose, and their chunks in flight
 }
 
-func (k kindTotals) lost() int64 { return k.sent - k.ok - k.corrupt }
+func (k kindTotals) lost() int64 { return k.sent - k.ok - k.corrupt - k.cutBytes }
 
 // problems are the reasons the run failed: lost or corrupted bytes,
 // failed sessions or logins, leaked goroutines or processes.
@@ -136,6 +140,26 @@ func (r *soakReport) markdown() string {
 
 	for _, f := range r.faults {
 		fmt.Fprintf(&b, "Fault at %s.\n\n", f)
+	}
+	for _, k := range r.kinds {
+		if k.cut > 0 {
+			fmt.Fprintf(&b, "%s: %d sessions ended by the fault on purpose (their %d bytes in flight are not counted as lost).\n\n", k.kind, k.cut, k.cutBytes)
+		}
+	}
+	if len(r.told) > 0 {
+		b.WriteString("What users read (count, what):\n\n")
+		keys := make([]string, 0, len(r.told))
+		for k := range r.told {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		for _, k := range keys {
+			fmt.Fprintf(&b, "- %d × %s\n", r.told[k], k)
+		}
+		b.WriteString("\n")
+	}
+	if r.loginRefused > 0 {
+		fmt.Fprintf(&b, "Logins refused during the fault as expected: %d.\n\n", r.loginRefused)
 	}
 	fmt.Fprintf(&b, "Logins: %d ok, %d failed, %d not started because 256 were already in flight (the client was saturated).\n\n", r.loginOK, r.loginBad, r.loginSkipped)
 	noteCol, noteSep := "", ""

@@ -1,0 +1,131 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+var kubeChaos = flag.Bool("kube.chaos", false, "run TestChaosKube (it stops the shared test cluster's API server)")
+
+// clusterPID is the PID of a test cluster component as
+// integration/cluster/up records it.
+func clusterPID(t *testing.T, component string) int {
+	t.Helper()
+	data, err := os.ReadFile("/var/lib/bastion-test-cluster/pids/" + component + ".pid")
+	if err != nil {
+		t.Fatalf("%s's PID: %v", component, err)
+	}
+	pid, err := strconv.Atoi(strings.Fields(string(data))[0])
+	if err != nil {
+		t.Fatalf("%s's PID: %v", component, err)
+	}
+	return pid
+}
+
+// chaosPhase is what the chaos run is doing to the world now, and so
+// which session ends and login refusals are expected.
+type chaosPhase struct {
+	mu     sync.Mutex
+	victim string // the account whose pod was deleted
+	api    bool   // the API server is (or was moments ago) stopped
+	down   bool   // bastion was killed: every session ends
+}
+
+func (p *chaosPhase) set(f func(*chaosPhase)) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	f(p)
+}
+
+func (p *chaosPhase) cut(account string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.down || account == p.victim
+}
+
+func (p *chaosPhase) login(err error) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	msg := err.Error()
+	switch {
+	case p.api:
+		// The one line a person reads while the cluster does not answer.
+		return strings.Contains(msg, "is unavailable")
+	case p.down:
+		return strings.Contains(msg, "connection refused") || strings.Contains(msg, "EOF") || strings.Contains(msg, "reset by peer")
+	}
+	return false
+}
+
+// Chaos on the test cluster while a kube soak runs (issue 15): a user's
+// pod deleted (that user's sessions end with the one-line reason, the
+// others go on), the API server stopped by SIGSTOP for 12 s (running
+// sessions stall and go on with every byte; logins meanwhile read that
+// the cluster is unavailable and work again after, without a restart),
+// and bastion killed with SIGKILL and started again (every session
+// drops; logins work again at once; the new process reaps the pods the
+// old one left, and no probe pod is left).
+func TestChaosKube(t *testing.T) {
+	if testing.Short() || !*kubeChaos {
+		t.Skip("stops the test cluster's API server, which would break the tests of other packages running at the same time: run it alone with go test -run TestChaosKube ./bench -args -kube.chaos")
+	}
+	k := startKubeSoak(t, 10, "-sessions", "20", "-duration", "100s", "-interval", "10s", "-login-rate", "2", "-ramp", "5")
+	k.chaos = true
+	k.opt.command = "go test -run TestChaosKube ./bench"
+	apiserver := clusterPID(t, "kube-apiserver")
+	t.Cleanup(func() { _ = syscall.Kill(apiserver, syscall.SIGCONT) })
+	var phase chaosPhase
+	k.opt.expectCut, k.opt.expectedLogin = phase.cut, phase.login
+	victim := k.opt.accounts[0]
+	k.opt.faults = []soakFault{
+		{at: 15 * time.Second, name: "the pod of " + victim + " deleted", act: func(ctx context.Context, _ *soakWorld) error {
+			phase.set(func(p *chaosPhase) { p.victim = victim })
+			list, err := k.client.CoreV1().Pods("").List(ctx, metav1.ListOptions{LabelSelector: k.shellSelector()})
+			if err != nil {
+				return err
+			}
+			for _, p := range list.Items {
+				if p.Annotations["bastion.io/account"] == victim {
+					return k.client.CoreV1().Pods(p.Namespace).Delete(ctx, p.Name, metav1.DeleteOptions{})
+				}
+			}
+			return fmt.Errorf("no pod of %s", victim)
+		}},
+		{at: 35 * time.Second, name: "kube-apiserver stopped (SIGSTOP)", do: func() {
+			phase.set(func(p *chaosPhase) { p.api = true })
+			_ = syscall.Kill(apiserver, syscall.SIGSTOP)
+		}},
+		{at: 47 * time.Second, name: "kube-apiserver continued (SIGCONT)", do: func() { _ = syscall.Kill(apiserver, syscall.SIGCONT) }},
+		// Logins that started during the stop may still end now.
+		{at: 60 * time.Second, name: "(logins must work again)", do: func() { phase.set(func(p *chaosPhase) { p.api = false }) }},
+		{at: 70 * time.Second, name: "bastion killed (SIGKILL) and started again", act: func(ctx context.Context, w *soakWorld) error {
+			phase.set(func(p *chaosPhase) { p.down = true })
+			w.srv.crash()
+			return w.srv.start(ctx)
+		}},
+	}
+	rep := k.run(t)
+	told := ""
+	for msg, n := range rep.told {
+		told += fmt.Sprintf("%d × %s\n", n, msg)
+	}
+	if !strings.Contains(told, "was deleted; log in again to get a new one") {
+		t.Errorf("no session of %s read why it ended; users read:\n%s", victim, told)
+	}
+	if !strings.Contains(told, "the cluster for project "+k.project+" is unavailable; try again in a few minutes") {
+		t.Errorf("no login read that the cluster is unavailable while the API server was stopped; users read:\n%s", told)
+	}
+	if len(rep.faults) != 5 {
+		t.Errorf("faults injected: %q", rep.faults)
+	}
+}
