@@ -5,6 +5,8 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -12,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -39,6 +42,8 @@ type chaosPhase struct {
 	victim string // the account whose pod was deleted
 	api    bool   // the API server is (or was moments ago) stopped
 	down   bool   // bastion was killed: every session ends
+	all    bool   // a cluster component restarts: every session may end
+	any    bool   // ... and a login may read anything (recorded)
 }
 
 func (p *chaosPhase) set(f func(*chaosPhase)) {
@@ -50,7 +55,7 @@ func (p *chaosPhase) set(f func(*chaosPhase)) {
 func (p *chaosPhase) cut(account string) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.down || account == p.victim
+	return p.down || p.all || account == p.victim
 }
 
 func (p *chaosPhase) login(err error) bool {
@@ -58,6 +63,8 @@ func (p *chaosPhase) login(err error) bool {
 	defer p.mu.Unlock()
 	msg := err.Error()
 	switch {
+	case p.any:
+		return true
 	case p.api:
 		// The one line a person reads while the cluster does not answer.
 		return strings.Contains(msg, "is unavailable")
@@ -65,6 +72,32 @@ func (p *chaosPhase) login(err error) bool {
 		return strings.Contains(msg, "connection refused") || strings.Contains(msg, "EOF") || strings.Contains(msg, "reset by peer")
 	}
 	return false
+}
+
+// restartComponent runs integration/cluster/restart. The component it
+// starts again must not become this process's child: the soak is a
+// subreaper and kills what is left below it at the end.
+func restartComponent(ctx context.Context, args ...string) error {
+	root, err := moduleRoot()
+	if err != nil {
+		return err
+	}
+	_ = unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+	defer func() { _ = unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) }()
+	out, err := exec.CommandContext(ctx, filepath.Join(root, "integration", "cluster", "restart"), args...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("integration/cluster/restart %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return nil
+}
+
+// toldText is what users read, one line per message.
+func toldText(rep *soakReport) string {
+	told := ""
+	for msg, n := range rep.told {
+		told += fmt.Sprintf("%d × %s\n", n, msg)
+	}
+	return told
 }
 
 // Chaos on the test cluster while a kube soak runs (issue 15): a user's
@@ -115,10 +148,7 @@ func TestChaosKube(t *testing.T) {
 		}},
 	}
 	rep := k.run(t)
-	told := ""
-	for msg, n := range rep.told {
-		told += fmt.Sprintf("%d × %s\n", n, msg)
-	}
+	told := toldText(rep)
 	if !strings.Contains(told, "was deleted; log in again to get a new one") {
 		t.Errorf("no session of %s read why it ended; users read:\n%s", victim, told)
 	}
@@ -127,5 +157,68 @@ func TestChaosKube(t *testing.T) {
 	}
 	if len(rep.faults) != 5 {
 		t.Errorf("faults injected: %q", rep.faults)
+	}
+}
+
+// A cluster component killed or restarted while a kube soak runs: the
+// sessions, whose streams pass through it, may end (what their users
+// read is recorded); logins meanwhile are refused with a line (recorded;
+// for the API server, that the cluster is unavailable) and work again
+// once it is back, without a bastion restart; the pods survive (no new
+// one is made) and are reaped at the end.
+func TestChaosKubeRestart(t *testing.T) {
+	if testing.Short() || !*kubeChaos {
+		t.Skip("kills the test cluster's components, which would break the tests of other packages running at the same time: run it alone with go test -run TestChaosKubeRestart ./bench -args -kube.chaos")
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string // a line some login must have read
+	}{
+		{"kube-apiserver killed", []string{"-s", "KILL", "-d", "5", "kube-apiserver"}, "is unavailable; try again in a few minutes"},
+		{"containerd restarted", []string{"containerd"}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			k := startKubeSoak(t, 10, "-sessions", "20", "-duration", "90s", "-interval", "10s", "-login-rate", "2", "-ramp", "5")
+			// The pods survive: one per account, made, timed and reaped
+			// once (k.chaos stays false).
+			k.opt.command = "go test -run TestChaosKubeRestart ./bench -args -kube.chaos"
+			var phase chaosPhase
+			k.opt.expectCut, k.opt.expectedLogin = phase.cut, phase.login
+			back := make(chan struct{})
+			k.opt.faults = []soakFault{
+				{at: 40 * time.Second, name: tc.name + " (integration/cluster/restart " + strings.Join(tc.args, " ") + ")", act: func(ctx context.Context, _ *soakWorld) error {
+					phase.set(func(p *chaosPhase) { p.all, p.any = true, true })
+					defer close(back)
+					return restartComponent(ctx, tc.args...)
+				}},
+			}
+			// Logins work again within 15 s of the component's return.
+			var wg sync.WaitGroup
+			defer wg.Wait()
+			gctx, cancel := context.WithCancel(t.Context())
+			defer cancel() // before wg.Wait
+			wg.Go(func() {
+				select {
+				case <-back:
+				case <-gctx.Done():
+					return
+				}
+				select {
+				case <-time.After(15 * time.Second):
+					phase.set(func(p *chaosPhase) { p.any = false })
+				case <-gctx.Done():
+				}
+			})
+			rep := k.run(t)
+			told := toldText(rep)
+			t.Logf("users read:\n%s", told)
+			if tc.want != "" && !strings.Contains(told, tc.want) {
+				t.Errorf("no login read %q", tc.want)
+			}
+			if len(rep.faults) != 1 {
+				t.Error("the fault was not injected")
+			}
+		})
 	}
 }

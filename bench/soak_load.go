@@ -281,8 +281,7 @@ func (r *soakRun) session(ctx context.Context, i int, kind string) {
 	}
 	if err != nil {
 		if ctx.Err() == nil {
-			t.failed.Add(1)
-			r.fail("%s session %d: connect: %v", kind, i, err)
+			r.broke(t, i, "%s session %d: connect: %v", kind, i, err)
 		}
 		return
 	}
@@ -300,8 +299,7 @@ func (r *soakRun) session(ctx context.Context, i int, kind string) {
 	case kindPTY, kindExec:
 		s, err := client.NewSession()
 		if err != nil {
-			t.failed.Add(1)
-			r.fail("%s session %d: open: %v", kind, i, err)
+			r.broke(t, i, "%s session %d: open: %v", kind, i, err)
 			return
 		}
 		defer s.Close()
@@ -312,13 +310,11 @@ func (r *soakRun) session(ctx context.Context, i int, kind string) {
 		if kind == kindPTY {
 			chunk = 1 << 10 // a terminal's input queue is 4 KiB
 			if err := s.RequestPty("xterm", 40, 120, ssh.TerminalModes{}); err != nil {
-				t.failed.Add(1)
-				r.fail("%s session %d: pty: %v", kind, i, err)
+				r.broke(t, i, "%s session %d: pty: %v", kind, i, err)
 				return
 			}
 			if err := s.Shell(); err != nil {
-				t.failed.Add(1)
-				r.fail("%s session %d: shell: %v", kind, i, err)
+				r.broke(t, i, "%s session %d: shell: %v", kind, i, err)
 				return
 			}
 			// Typed into the interactive shell; the marker is split so
@@ -327,13 +323,11 @@ func (r *soakRun) session(ctx context.Context, i int, kind string) {
 				err = waitFor(stdout, "SOAK-READY", 30*time.Second)
 			}
 			if err != nil {
-				t.failed.Add(1)
-				r.fail("%s session %d: start cat in the shell: %v", kind, i, err)
+				r.broke(t, i, "%s session %d: start cat in the shell: %v", kind, i, err)
 				return
 			}
 		} else if err := s.Start("cat"); err != nil {
-			t.failed.Add(1)
-			r.fail("%s session %d: exec cat: %v", kind, i, err)
+			r.broke(t, i, "%s session %d: exec cat: %v", kind, i, err)
 			return
 		}
 		rw = struct {
@@ -353,8 +347,7 @@ func (r *soakRun) session(ctx context.Context, i int, kind string) {
 	case kindForward:
 		c, err := client.Dial("tcp", r.forwardTo())
 		if err != nil {
-			t.failed.Add(1)
-			r.fail("%s session %d: open the forward: %v", kind, i, err)
+			r.broke(t, i, "%s session %d: open the forward: %v", kind, i, err)
 			return
 		}
 		defer c.Close()
@@ -444,6 +437,18 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// broke records a session that failed before it moved its data: a
+// failure, unless a fault ends its account's sessions on purpose.
+func (r *soakRun) broke(t *traffic, i int, format string, args ...any) {
+	if r.opt.expectCut != nil && r.opt.expectCut(r.account(i)) {
+		t.cut.Add(1)
+		r.tell("session ended by the fault before it started", fmt.Sprintf(format, args...))
+		return
+	}
+	t.failed.Add(1)
+	r.fail(format, args...)
 }
 
 // fill puts random bytes in b (printable ones for a terminal).

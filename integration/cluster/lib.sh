@@ -110,3 +110,43 @@ kubectl_admin() {
 ctr_k8s() {
 	ctr --address "$CONTAINERD_SOCK" --namespace k8s.io "$@"
 }
+
+# start NAME BINARY ARGS...: run BINARY in its own session, detached from the
+# caller's stdio and lock, and record "PID BINARY" in pids/NAME.pid. With the
+# array START_ENV set (NAME=VALUE words), BINARY gets exactly that environment;
+# with START_APPEND=1 its log is appended to instead of replaced.
+start() {
+	local name=$1 bin=$2
+	shift 2
+	local -a envcmd=()
+	if [[ -v START_ENV ]]; then
+		envcmd=(env -i "${START_ENV[@]}")
+	fi
+	log "starting $name (log: $LOGS/$name.log)"
+	if [[ ${START_APPEND:-} == 1 ]]; then
+		setsid "${envcmd[@]}" "$bin" "$@" </dev/null >>"$LOGS/$name.log" 2>&1 3>&- 9>&- &
+	else
+		setsid "${envcmd[@]}" "$bin" "$@" </dev/null >"$LOGS/$name.log" 2>&1 3>&- 9>&- &
+	fi
+	echo "$! $(readlink -f "$bin")" >"$PIDS/$name.pid"
+}
+
+# wait_for WHAT SECONDS NAME COMMAND...: run COMMAND until it succeeds, failing
+# early when process NAME has died.
+wait_for() {
+	local what=$1 timeout=$2 name=$3
+	shift 3
+	local deadline=$((SECONDS + timeout))
+	until "$@" >/dev/null 2>&1; do
+		if [[ -n $name ]] && ! pid_alive "$name"; then
+			FAILED_COMPONENT=$name
+			die "$name exited while waiting for $what"
+		fi
+		if ((SECONDS >= deadline)); then
+			FAILED_COMPONENT=$name
+			die "timed out after ${timeout}s waiting for $what"
+		fi
+		sleep 0.2
+	done
+	log "$what"
+}
