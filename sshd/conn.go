@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -55,6 +57,10 @@ type conn struct {
 
 	sc *ssh.ServerConn
 
+	// streams are the open channels whose requests the loop serves;
+	// only the loop's goroutine touches them.
+	streams []*reqStream
+
 	lastActivity atomic.Int64 // unix nanoseconds
 	bytesIn      atomic.Int64
 	bytesOut     atomic.Int64
@@ -100,9 +106,9 @@ func (c *conn) touch() { c.lastActivity.Store(time.Now().UnixNano()) }
 // ended the connection (it is then closed). The caller runs the loop on
 // a fresh goroutine: the handshake grows this goroutine's stack to 8 KiB
 // or more, and Go shrinks a stack only at a GC, while an idle connection
-// waits for hours. The loop's goroutine parks in one select with a 4 KiB
-// stack instead of 8 KiB (measured with 327 idle shells).
-func (c *conn) serve(parent context.Context) (loop func()) {
+// waits for hours (the loop moves again for the same reason; see
+// connLoop.run).
+func (c *conn) serve(parent context.Context) (loop func(done func())) {
 	c.ctx, c.cancel = context.WithCancelCause(parent)
 	handedOff := false
 	defer func() {
@@ -158,47 +164,135 @@ func (c *conn) serve(parent context.Context) (loop func()) {
 	c.srv.audit.Emit(ev)
 	c.touch()
 	handedOff = true
-	return func() { c.loop(sc, chans, reqs) }
+	return func(done func()) { c.loop(sc, chans, reqs, done) }
 }
 
-// loop serves an authenticated connection: new channels and global
-// requests, until the transport closes.
-func (c *conn) loop(sc *ssh.ServerConn, chans <-chan ssh.NewChannel, reqs <-chan *ssh.Request) {
-	defer c.cancel(errors.New("connection closed"))
-	defer c.nc.Close()
-	defer sc.Close()
+// loop serves an authenticated connection: new channels, global
+// requests and the sessions' requests, until the transport closes; then
+// it runs done.
+func (c *conn) loop(sc *ssh.ServerConn, chans <-chan ssh.NewChannel, reqs <-chan *ssh.Request, done func()) {
 	stopTimers := c.startTimers()
 	closerDone := make(chan struct{})
 	stopCloser := context.AfterFunc(c.ctx, func() {
 		defer close(closerDone)
 		c.closeAfterSessions()
 	})
+	l := &connLoop{c: c, chans: chans, reqs: reqs, resumed: make(chan *reqStream), end: func() {
+		c.cancel(errors.New("connection closed"))
+		stopTimers()
+		if !stopCloser() {
+			<-closerDone
+		}
+		c.wg.Wait()
+		c.log.Info("disconnect", "bytes_in", c.bytesIn.Load(), "bytes_out", c.bytesOut.Load())
+		sc.Close()
+		c.nc.Close()
+		done()
+	}}
+	l.run()
+}
 
-	// One goroutine serves both new channels and global requests: an
-	// idle connection should cost as little as possible.
-	for chans != nil || reqs != nil {
-		select {
-		case nch, ok := <-chans:
-			if !ok {
-				chans = nil
-				continue
+// connLoop is the state of a connection's loop, which may move to a
+// fresh goroutine (run).
+type connLoop struct {
+	c       *conn
+	chans   <-chan ssh.NewChannel
+	reqs    <-chan *ssh.Request
+	resumed chan *reqStream // a held stream's slow answer is done
+	cases   []reflect.SelectCase
+	serving []*reqStream // the stream of each case past the first three
+	end     func()       // after the last event
+}
+
+// run serves events until the connection ends, then runs l.end.
+//
+// One goroutine serves new channels, global requests and the requests
+// of every session channel (x/crypto hands each channel's requests over
+// on a Go channel of its own): a goroutine per session only to wait for
+// its requests would park a 4 KiB stack for as long as the session
+// lasts. The select set is bounded by limits.max_sessions_per_conn.
+//
+// Once a session's process has started, the loop continues on a fresh
+// goroutine and this one ends: accepting a channel and answering
+// requests (encryption, the request parsers) grow the goroutine's stack
+// to 8 KiB, Go shrinks a stack only at a GC, and GCs are rare once the
+// sessions are idle; the fresh goroutine parks with a small stack.
+func (l *connLoop) run() {
+	c := l.c
+	for l.chans != nil || l.reqs != nil || len(c.streams) > 0 {
+		l.cases = append(l.cases[:0],
+			reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(l.chans)},
+			reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(l.reqs)},
+			reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(l.resumed)})
+		l.serving = l.serving[:0]
+		for _, st := range c.streams {
+			if !st.held {
+				l.cases = append(l.cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(st.reqs)})
+				l.serving = append(l.serving, st)
 			}
-			c.dispatch(nch)
-		case req, ok := <-reqs:
-			if !ok {
-				reqs = nil
-				continue
+		}
+		i, v, ok := reflect.Select(l.cases)
+		var st *reqStream
+		if i >= 3 {
+			st = l.serving[i-3]
+		}
+		clear(l.cases) // keep no channel alive past its close
+		clear(l.serving)
+		switch {
+		case i == 0 && !ok:
+			l.chans = nil
+		case i == 0:
+			c.dispatch(v.Interface().(ssh.NewChannel))
+		case i == 1 && !ok:
+			l.reqs = nil
+		case i == 1:
+			c.globalRequest(v.Interface().(*ssh.Request))
+		case i == 2:
+			v.Interface().(*reqStream).held = false
+		case !ok:
+			c.streams = slices.DeleteFunc(c.streams, func(x *reqStream) bool { return x == st })
+			st.end()
+		default:
+			req := v.Interface().(*ssh.Request)
+			started, slow := st.handle(req)
+			if slow != nil {
+				l.hold(st, req, slow)
 			}
-			c.globalRequest(req)
+			if started {
+				go l.run()
+				return
+			}
 		}
 	}
-	c.cancel(errors.New("connection closed"))
-	stopTimers()
-	if !stopCloser() {
-		<-closerDone
+	l.end()
+}
+
+// hold runs slow, a request's answer that may block, on a goroutine
+// owned by the connection; the stream's later requests wait until it is
+// done.
+func (l *connLoop) hold(st *reqStream, req *ssh.Request, slow func()) {
+	st.held = true
+	if !l.c.goTracked(func() {
+		slow()
+		l.resumed <- st // the loop selects on resumed while st is held
+	}) {
+		st.held = false
+		if req.WantReply {
+			_ = req.Reply(false, nil)
+		}
 	}
-	c.wg.Wait()
-	c.log.Info("disconnect", "bytes_in", c.bytesIn.Load(), "bytes_out", c.bytesOut.Load())
+}
+
+// reqStream is one channel's requests, served by the connection's loop.
+type reqStream struct {
+	reqs <-chan *ssh.Request
+	// handle answers one request and must not block: it returns slow
+	// for an answer that may (run off the loop, the stream's later
+	// requests held until it is done), and started once the channel's
+	// process started.
+	handle func(*ssh.Request) (started bool, slow func())
+	end    func() // the requests ended: the channel closed
+	held   bool   // a slow answer is running
 }
 
 // logHandshakeError logs why a connection ended before logging in and
@@ -583,10 +677,7 @@ func (c *conn) dispatch(nch ssh.NewChannel) {
 	}
 	switch nch.ChannelType() {
 	case "session":
-		go func() {
-			defer release()
-			c.handleSession(nch)
-		}()
+		c.openSession(nch, release)
 	case "direct-tcpip":
 		go func() {
 			defer release()

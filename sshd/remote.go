@@ -317,8 +317,9 @@ func (c *conn) relay(nc net.Conn, chType string, extra []byte, kind, listen stri
 // agentForward serves auth-agent-req@openssh.com: the first request of
 // the connection makes the backend listen on a private socket for the
 // connection's account; every session of that account started after it
-// gets SSH_AUTH_SOCK (OpenSSH's semantics). It runs on the requesting
-// session's request loop.
+// gets SSH_AUTH_SOCK (OpenSSH's semantics). It runs off the connection's
+// loop, with the requesting session's later requests held until it returns
+// (connLoop.hold).
 //
 // tell, when not nil, shows the user why the backend could not listen.
 func (c *conn) agentForward(tell func(string)) bool {

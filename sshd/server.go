@@ -232,10 +232,7 @@ func (s *Server) admit(ctx context.Context, nc net.Conn) {
 		}
 		// A fresh goroutine with a small stack for the idle wait (see
 		// serve); this one ends here.
-		go func() {
-			defer done()
-			loop()
-		}()
+		go loop(done)
 	}()
 }
 

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -169,7 +170,7 @@ func newFixtureWith(t testing.TB, o fixtureOpts) *fixture {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	f := &fixture{backend: backend, srv: srv, addr: ln.Addr().String(), signer: signer, user: me.Username, dir: dir, logs: logs, audit: auditBuf, cancel: cancel, done: make(chan error, 1)}
-	go func() { f.done <- srv.Serve(ctx, ln) }()
+	go pprof.Do(ctx, pprof.Labels("fixture", t.Name()), func(ctx context.Context) { f.done <- srv.Serve(ctx, ln) })
 	t.Cleanup(f.stop)
 	return f
 }

@@ -29,7 +29,13 @@ type sessionChan struct {
 	ch  ssh.Channel
 	log *slog.Logger
 
-	// Set by the request loop before the process starts.
+	ctx     context.Context // cancelled with the connection, or when the channel closes
+	cancel  context.CancelCauseFunc
+	release func()       // gives back the channel's place in the connection's counts
+	pending atomic.Int32 // the requests and the process, while they last (done)
+
+	// Set by the connection's loop (request) before the process starts.
+	started   bool
 	tty       *session.TTY
 	env       map[string]string
 	envBytes  int  // names plus values in env
@@ -38,155 +44,191 @@ type sessionChan struct {
 	signals   chan session.Signal
 
 	isPTY   bool
-	writeMu sync.Mutex // serializes tell with itself
+	writeMu sync.Mutex // serializes tell with itself and with finish's EOF
 
 	bytesIn, bytesOut atomic.Int64
 	rec               atomic.Pointer[recording.Recorder]
 }
 
-func (c *conn) handleSession(nch ssh.NewChannel) {
+// openSession accepts a session channel, or refuses it past
+// limits.max_sessions_per_user. It runs on the connection's loop, which
+// then serves the channel's requests (s.request) and says when they end
+// (s.requestsEnded); release gives back the channel's place in the
+// connection's counts.
+func (c *conn) openSession(nch ssh.NewChannel, release func()) {
 	lim := c.st.Limits
 	if !c.srv.acquireUserSession(c.login.User, lim.MaxSessionsPerUser) {
+		release()
 		c.log.Warn("session refused", "reason", "max_sessions_per_user", "limit", lim.MaxSessionsPerUser)
 		ops.SessionsRefused.WithLabelValues("max_sessions_per_user").Inc()
 		_ = nch.Reject(ssh.ResourceShortage, fmt.Sprintf("%s has too many open sessions (limit %d); close some and try again", c.login.User, lim.MaxSessionsPerUser))
 		return
 	}
-	defer c.srv.releaseUserSession(c.login.User)
-
 	ch, reqs, err := nch.Accept()
 	if err != nil {
+		c.srv.releaseUserSession(c.login.User)
+		release()
 		c.log.Debug("accept session", "err", err)
 		return
 	}
 	s := &sessionChan{
-		c:   c,
-		ch:  ch,
-		log: c.log,
-		env: make(map[string]string),
+		c:       c,
+		ch:      ch,
+		log:     c.log,
+		env:     make(map[string]string),
+		release: release,
 	}
+	s.ctx, s.cancel = context.WithCancelCause(c.ctx)
+	s.pending.Store(1) // the requests; the process adds itself
 	c.mu.Lock()
 	c.sessions[s] = struct{}{}
 	c.mu.Unlock()
-	defer func() {
-		c.mu.Lock()
-		delete(c.sessions, s)
-		if c.sessionsDone != nil && len(c.sessions) == 0 {
-			close(c.sessionsDone)
-			c.sessionsDone = nil
-		}
-		c.mu.Unlock()
-	}()
+	c.streams = append(c.streams, &reqStream{reqs: reqs, handle: s.request, end: s.requestsEnded})
+}
 
-	ctx, cancel := context.WithCancelCause(c.ctx)
-	defer cancel(errors.New("session closed"))
-	var wg sync.WaitGroup
-	started := false
-	for req := range reqs {
-		c.touch()
-		ok := false
-		switch req.Type {
-		case "pty-req":
-			if started || s.tty != nil {
-				break
-			}
-			if c.restrict.NoPTY {
-				s.log.Info("pty refused", "reason", "no-pty")
-				break
-			}
-			p, err := parsePtyRequest(req.Payload)
-			if err != nil {
-				s.log.Info("bad pty-req", "err", err)
-				break
-			}
-			s.tty = &p
-			s.isPTY = true
-			ok = true
-		case "env":
-			name, value, err := parseEnvRequest(req.Payload)
-			if err == nil && !started {
-				ok = s.setEnv(name, value)
-			}
-		case "window-change":
-			if s.tty == nil {
-				break
-			}
-			ws, err := parseWindowChange(req.Payload)
-			if err != nil {
-				break
-			}
-			if !started {
-				s.tty.Size = ws
-			} else {
-				s.sendResize(ws)
-			}
-			ok = true
-		case "signal":
-			name, err := parseSignal(req.Payload)
-			if err == nil && started {
-				select {
-				case s.signals <- session.Signal(name):
-					ok = true
-				default:
-				}
-			}
-		case "shell", "exec", "subsystem":
-			if started {
-				break
-			}
-			kind, command, err := s.command(req.Type, req.Payload)
-			if err != nil {
-				s.log.Info("session request refused", "type", req.Type, "err", err)
-				break
-			}
-			// A forced command (command= of the key, force-command of
-			// the certificate) replaces whatever was asked: a shell, a
-			// command, scp, rsync, become or sftp. What was asked goes
-			// into SSH_ORIGINAL_COMMAND, as OpenSSH does.
-			var original *string
-			if r := c.restrict; r.HasForceCommand {
-				if req.Type != "shell" {
-					asked := command
-					original = &asked
-				}
-				kind, command = "exec", r.ForceCommand
-			}
-			started = true
-			s.resize = make(chan session.WindowSize, 1)
-			s.signals = make(chan session.Signal, 4)
-			// Reply before the process starts: a process that ends at
-			// once closes the channel, and the reply must come first.
-			if req.WantReply {
-				_ = req.Reply(true, nil)
-			}
-			wg.Add(1)
-			go func() {
-				wait := s.run(ctx, kind, command, original)
-				if wait == nil {
-					wg.Done()
-					return
-				}
-				// The wait for the process gets a fresh goroutine
-				// (see run); this one ends here.
-				go func() {
-					defer wg.Done()
-					wait()
-				}()
-			}()
-			continue
-		case "x11-req":
-			s.log.Info("x11 forwarding refused")
-		case "auth-agent-req@openssh.com":
-			if !started {
-				ok = c.agentForward(s.tell)
+// requestsEnded runs on the connection's loop when the channel's
+// requests end (the channel closed): the process, if any, is cut.
+func (s *sessionChan) requestsEnded() {
+	s.cancel(errors.New("session channel closed"))
+	s.done()
+}
+
+// done ends one of the session's two parts, its requests and its
+// process; after the last one the session is forgotten.
+func (s *sessionChan) done() {
+	if s.pending.Add(-1) > 0 {
+		return
+	}
+	s.cancel(errors.New("session closed"))
+	c := s.c
+	c.mu.Lock()
+	delete(c.sessions, s)
+	if c.sessionsDone != nil && len(c.sessions) == 0 {
+		close(c.sessionsDone)
+		c.sessionsDone = nil
+	}
+	c.mu.Unlock()
+	c.srv.releaseUserSession(c.login.User)
+	s.release()
+}
+
+// request answers one of the session's requests. It runs on the
+// connection's loop and must not block: the process runs on a goroutine
+// of its own, owned by the connection (c.wg, through s.release). It
+// reports whether this request started the process, or returns slow, the
+// answer to run off the loop (reqStream).
+func (s *sessionChan) request(req *ssh.Request) (started bool, slow func()) {
+	c := s.c
+	c.touch()
+	ok := false
+	switch req.Type {
+	case "pty-req":
+		if s.started || s.tty != nil {
+			break
+		}
+		if c.restrict.NoPTY {
+			s.log.Info("pty refused", "reason", "no-pty")
+			break
+		}
+		p, err := parsePtyRequest(req.Payload)
+		if err != nil {
+			s.log.Info("bad pty-req", "err", err)
+			break
+		}
+		s.tty = &p
+		s.isPTY = true
+		ok = true
+	case "env":
+		name, value, err := parseEnvRequest(req.Payload)
+		if err == nil && !s.started {
+			ok = s.setEnv(name, value)
+		}
+	case "window-change":
+		if s.tty == nil {
+			break
+		}
+		ws, err := parseWindowChange(req.Payload)
+		if err != nil {
+			break
+		}
+		if !s.started {
+			s.tty.Size = ws
+		} else {
+			s.sendResize(ws)
+		}
+		ok = true
+	case "signal":
+		name, err := parseSignal(req.Payload)
+		if err == nil && s.started {
+			select {
+			case s.signals <- session.Signal(name):
+				ok = true
+			default:
 			}
 		}
+	case "shell", "exec", "subsystem":
+		if s.started {
+			break
+		}
+		kind, command, err := s.command(req.Type, req.Payload)
+		if err != nil {
+			s.log.Info("session request refused", "type", req.Type, "err", err)
+			break
+		}
+		// A forced command (command= of the key, force-command of
+		// the certificate) replaces whatever was asked: a shell, a
+		// command, scp, rsync, become or sftp. What was asked goes
+		// into SSH_ORIGINAL_COMMAND, as OpenSSH does.
+		var original *string
+		if r := c.restrict; r.HasForceCommand {
+			if req.Type != "shell" {
+				asked := command
+				original = &asked
+			}
+			kind, command = "exec", r.ForceCommand
+		}
+		s.started = true
+		s.resize = make(chan session.WindowSize, 1)
+		s.signals = make(chan session.Signal, 4)
+		// Reply before the process starts: a process that ends at
+		// once closes the channel, and the reply must come first.
 		if req.WantReply {
-			_ = req.Reply(ok, nil)
+			_ = req.Reply(true, nil)
+		}
+		s.pending.Add(1)
+		go func() {
+			wait := s.run(s.ctx, kind, command, original)
+			if wait == nil {
+				s.done()
+				return
+			}
+			// The wait for the process gets a fresh goroutine
+			// (see run); this one ends here.
+			go func() {
+				defer s.done()
+				wait()
+			}()
+		}()
+		return true, nil
+	case "x11-req":
+		s.log.Info("x11 forwarding refused")
+	case "auth-agent-req@openssh.com":
+		if !s.started {
+			// The backend may take a while to listen: off the loop,
+			// with the session's later requests held until it is
+			// answered (a shell after it must get SSH_AUTH_SOCK).
+			return false, func() {
+				ok := c.agentForward(s.tell)
+				if req.WantReply {
+					_ = req.Reply(ok, nil)
+				}
+			}
 		}
 	}
-	cancel(errors.New("session channel closed"))
-	wg.Wait()
+	if req.WantReply {
+		_ = req.Reply(ok, nil)
+	}
+	return false, nil
 }
 
 func (s *sessionChan) sendResize(ws session.WindowSize) {
@@ -517,7 +559,12 @@ func (s *sessionChan) startRecording(acct auth.Account, command string, start ti
 // finish sends EOF, the exit status (unless the session was cut) and
 // closes the channel.
 func (s *sessionChan) finish(st session.ExitStatus, report bool) {
+	// Under writeMu: x/crypto's CloseWrite sets the flag that a Write
+	// reads without a lock (a data race with a tell from Shutdown's
+	// notice, seen with -race).
+	s.writeMu.Lock()
 	_ = s.ch.CloseWrite()
+	s.writeMu.Unlock()
 	if report {
 		if st.Signal != "" {
 			_, _ = s.ch.SendRequest("exit-signal", false, ssh.Marshal(exitSignalMsg{
