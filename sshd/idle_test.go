@@ -59,10 +59,12 @@ func serverGoroutines(t testing.TB) (n int, stacks string) {
 // the server in goroutines (each one parks a stack of 2–8 KiB for as long
 // as the session lasts): x/crypto's three per connection (readLoop,
 // kexLoop, mux.loop), and bastion's own, which must stay at most
-// maxOwn per connection with one pty shell.
+// maxOwn per connection with one pty shell: the connection's loop (which
+// also serves the session's requests), the process wait, the pty output
+// copier, the stdin copier and the become socket's accept loop.
 func TestIdleShellGoroutines(t *testing.T) {
 	const sessions = 20
-	const maxOwn = 4
+	const maxOwn = 5
 	f := newFixture(t, nil)
 	// A first session starts what all share (the backend's exit watcher).
 	warm := f.dial(t, f.user)
