@@ -84,6 +84,7 @@ type conn struct {
 	remote    map[string]*remoteForward // ssh -R listeners by bind host:port
 	agentMu   sync.Mutex                // held while the agent socket is set up
 	agentSock atomic.Pointer[string]    // SSH_AUTH_SOCK, once agent forwarding is on
+	notice    string                    // under mu: why a forward failed, for the next session
 }
 
 func newConn(s *Server, nc net.Conn, src netip.Addr, st *settings) *conn {

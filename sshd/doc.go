@@ -6,8 +6,11 @@
 // unauthenticated-connection cap, per-source and per-user caps,
 // keepalives, idle and session timeouts), channel dispatch (session:
 // shell, exec, subsystem sftp, become; direct-tcpip: ssh -L, each checked by
-// internal/forwardpolicy's Policy before the backend dials it) and the
-// graceful drain.
+// internal/forwardpolicy's Policy before the backend dials it), agent and
+// remote forwarding (auth-agent-req, tcpip-forward: the backend's
+// session.Listener listens, each accepted connection comes back to the
+// client as an auth-agent@openssh.com or forwarded-tcpip channel;
+// remote.go) and the graceful drain.
 //
 // Every connection is a goroutine tree rooted in the connection's context:
 // closing the connection cancels everything below it, and Shutdown waits

@@ -150,6 +150,12 @@ func (c *conn) tcpipForward(payload []byte) (bool, []byte) {
 	if err != nil {
 		log.Warn("remote forward failed", "err", err)
 		ops.Forwards.WithLabelValues("failed").Inc()
+		if msg, ok := session.UserMessage(err); ok {
+			// The reply to tcpip-forward carries no message: tell the
+			// sessions, or the next one when none is open yet (OpenSSH
+			// asks for its forwards before it opens the session).
+			c.forwardNotice("remote forwarding of " + clip.String(asked, clip.Name) + ": " + msg)
+		}
 		return false, nil
 	}
 	port := m.Port
@@ -367,4 +373,27 @@ func (c *conn) agentForward(tell func(string)) bool {
 	c.srv.audit.Emit(audit.Event{Type: audit.ForwardListen, Conn: c.id, User: c.login.User, Account: c.account.Name,
 		Kind: "agent", Destination: path})
 	return true
+}
+
+// forwardNotice tells the connection's open sessions msg, or keeps it
+// for the next session to start when none is open (one message at most).
+func (c *conn) forwardNotice(msg string) {
+	c.mu.Lock()
+	open := len(c.sessions) > 0
+	if !open && c.notice == "" {
+		c.notice = msg
+	}
+	c.mu.Unlock()
+	if open {
+		c.notify(msg)
+	}
+}
+
+// takeNotice returns and forgets the kept notice.
+func (c *conn) takeNotice() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := c.notice
+	c.notice = ""
+	return n
 }

@@ -2,6 +2,8 @@ package sshd
 
 import (
 	"bufio"
+	"bytes"
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"fmt"
@@ -16,6 +18,7 @@ import (
 	"golang.org/x/crypto/ssh/agent"
 
 	"github.com/bastion-ssh/bastion/auth"
+	"github.com/bastion-ssh/bastion/session"
 )
 
 // echoOnce accepts one forwarded connection on l and echoes a line.
@@ -294,5 +297,44 @@ func TestAgentForwardingRefused(t *testing.T) {
 				t.Errorf("SSH_AUTH_SOCK set: %q", out)
 			}
 		})
+	}
+}
+
+// refusingListener is a backend whose Listen fails with a message for
+// the user, as kube's does without kube.pod.helper_image.
+type refusingListener struct{ session.Backend }
+
+func (refusingListener) Listen(context.Context, session.Request, string, string) (net.Listener, error) {
+	return nil, session.UserErrorf(nil, "agent and remote forwarding need the helper (test)")
+}
+
+// TestForwardRefusedByBackendTellsUser: the replies to tcpip-forward and
+// auth-agent-req carry no message, so the user reads the backend's in the
+// session.
+func TestForwardRefusedByBackendTellsUser(t *testing.T) {
+	f := newFixtureWith(t, fixtureOpts{wrap: func(b session.Backend) session.Backend { return refusingListener{b} }})
+	c := f.dial(t, f.user)
+	defer c.Close()
+	if _, err := c.Listen("tcp", "127.0.0.1:0"); err == nil {
+		t.Fatal("tcpip-forward accepted")
+	}
+	s, err := c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var stderr bytes.Buffer
+	s.Stderr = &stderr
+	reqErr := agent.RequestAgentForwarding(s)
+	if err := s.Run("true"); err != nil {
+		t.Fatal(err)
+	}
+	if reqErr == nil {
+		t.Error("auth-agent-req accepted")
+	}
+	for _, want := range []string{"remote forwarding of 127.0.0.1:0: agent and remote forwarding need the helper (test)", "agent forwarding: agent and remote forwarding need the helper (test)"} {
+		if !strings.Contains(stderr.String(), want) {
+			t.Errorf("stderr %q lacks %q", stderr.String(), want)
+		}
 	}
 }

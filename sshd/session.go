@@ -420,6 +420,9 @@ func (s *sessionChan) run(ctx context.Context, kind, command string, original *s
 	if original != nil {
 		env["SSH_ORIGINAL_COMMAND"] = *original
 	}
+	if n := c.takeNotice(); n != "" {
+		s.tell(n)
+	}
 	// The agent socket belongs to the connection's account: a session
 	// run as another account (become) does not get it.
 	if sock := c.agentSock.Load(); sock != nil && acct.Name == c.account.Name {

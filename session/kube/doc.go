@@ -76,6 +76,13 @@
 // (InCluster tells internal/forwardpolicy which is which; its doc.go says
 // where each part of the forwarding decision lives).
 //
+// ssh -R and agent forwarding (session.Listener, relay.go). With
+// kube.pod.helper_image, `bastion-helper relay` runs in the account's pod
+// for each listener, listens there (the pod's loopback, or a private unix
+// socket) and hands each connection to bastion through a port-forward to
+// its rendezvous port; without the helper, Listen tells the user it needs
+// kube.pod.helper_image.
+//
 // Clusters. Each project has a cluster with its own kubeconfig (reloaded
 // when the file changes), namespace templates, image and pod settings; a
 // user's project comes from their groups or the default. When an API
