@@ -44,6 +44,11 @@ type Kube struct {
 	// IdleTimeout: a pod with no session on any replica for this long is
 	// deleted.
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// DetachedMaxAge: an idle pod in which the account's detached
+	// processes run (tmux, screen, nohup, setsid) is kept for up to this
+	// long after its last session, then deleted like any idle pod. 0:
+	// detached processes keep no pod.
+	DetachedMaxAge time.Duration `yaml:"detached_max_age"`
 	// SweepInterval is how often each replica looks for idle, stale and
 	// orphaned pods.
 	SweepInterval time.Duration `yaml:"sweep_interval"`
@@ -204,6 +209,7 @@ func defaultKube() Kube {
 	return Kube{
 		ToolPrefix:        "tools.",
 		IdleTimeout:       30 * time.Minute,
+		DetachedMaxAge:    7 * 24 * time.Hour,
 		SweepInterval:     time.Minute,
 		HeartbeatInterval: time.Minute,
 		StartTimeout:      60 * time.Second,
@@ -459,6 +465,10 @@ func (k *Kube) validate(p *Problems, path string) {
 		p.Addf(path+".replica_id", "%q must be 1 to 32 letters, digits, '-', '_' or '.'", k.ReplicaID)
 	}
 	Positive(p, path+".idle_timeout", k.IdleTimeout)
+	NonNegative(p, path+".detached_max_age", k.DetachedMaxAge)
+	if k.DetachedMaxAge > 0 && k.DetachedMaxAge < k.IdleTimeout {
+		p.Addf(path+".detached_max_age", "%v is shorter than idle_timeout (%v): set it longer, or 0 to let detached processes keep no pod", k.DetachedMaxAge, k.IdleTimeout)
+	}
 	Positive(p, path+".sweep_interval", k.SweepInterval)
 	Positive(p, path+".heartbeat_interval", k.HeartbeatInterval)
 	Positive(p, path+".start_timeout", k.StartTimeout)

@@ -70,6 +70,10 @@ func TestKubeValidate(t *testing.T) {
 		{"durations and rates", func(c *Config) {
 			c.Kube.IdleTimeout, c.Kube.StartTimeout, c.Kube.QPS, c.Kube.Burst = 0, -time.Second, 0, 0
 		}, []string{"kube.idle_timeout: must be positive", "kube.start_timeout: must be positive", "kube.qps", "kube.burst"}},
+		{"detached work", func(c *Config) { c.Kube.DetachedMaxAge = -time.Hour }, []string{"kube.detached_max_age: must not be negative"}},
+		{"detached work shorter than idle", func(c *Config) { c.Kube.DetachedMaxAge = time.Minute },
+			[]string{"kube.detached_max_age: 1m0s is shorter than idle_timeout (30m0s)"}},
+		{"detached work keeps nothing", func(c *Config) { c.Kube.DetachedMaxAge = 0 }, nil},
 		{"replica id", func(c *Config) { c.Kube.ReplicaID = "a b" }, []string{"kube.replica_id"}},
 		{"credentials kind", func(c *Config) { c.Kube.Pod.Credentials = "token" },
 			[]string{"kube.clusters[0].pod.credentials: must be serviceaccount or none, not \"token\""}},

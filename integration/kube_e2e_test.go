@@ -55,6 +55,10 @@ type kubeOptions struct {
 	// spaces); {pod_api_server} in them is the API server's URL as pods
 	// reach it (kubeenv.PodAPIServer).
 	podKeys string
+	// detachedMaxAge is kube.detached_max_age ("": the default).
+	detachedMaxAge string
+	// ops turns the ops listener (metrics) on.
+	ops bool
 }
 
 func startKubeWorld(t *testing.T, o kubeOptions) *kubeWorld {
@@ -106,6 +110,13 @@ func startKubeWorld(t *testing.T, o kubeOptions) *kubeWorld {
 	if strings.Contains(o.podKeys, "{pod_api_server}") {
 		o.podKeys = strings.ReplaceAll(o.podKeys, "{pod_api_server}", kubeenv.PodAPIServer(t, admin))
 	}
+	if o.detachedMaxAge == "" {
+		o.detachedMaxAge = "168h"
+	}
+	opsListen := ""
+	if o.ops {
+		opsListen = "127.0.0.1:0"
+	}
 	hostKey := userKey(t, w.dir, "ssh_host_ed25519_key")
 	cfg := fmt.Sprintf(`ssh:
   listen: 127.0.0.1:0
@@ -129,6 +140,7 @@ kube:
   project_group_pattern: "project-{project}"
   default_project: %[5]s
   idle_timeout: %[6]s
+  detached_max_age: %[10]s
   sweep_interval: 500ms
   heartbeat_interval: 1s
   start_timeout: 30s
@@ -148,11 +160,11 @@ kube:
         user: "{project}-user-{account}"
         create: true
 ops:
-  listen: ""
+  listen: %[11]q
 log:
   format: text
   level: debug
-`, hostKey, w.slapd.URL, w.slapd.PasswordFile, slapd.Base, w.project, o.idleTimeout, o.image, w.id.Kubeconfig, o.podKeys)
+`, hostKey, w.slapd.URL, w.slapd.PasswordFile, slapd.Base, w.project, o.idleTimeout, o.image, w.id.Kubeconfig, o.podKeys, o.detachedMaxAge, opsListen)
 	cfgPath := filepath.Join(w.dir, "bastion.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)

@@ -78,8 +78,10 @@ var (
 	PodStartFailures = counterVec("pod_start_failures_total",
 		"Shell pods that failed to start, by cluster and reason (ErrImagePull, ImagePullBackOff, ErrImageNeverPull, Unschedulable, timeout, ...).",
 		"cluster", "reason")
-	PodsCreated   = counterVec("pods_created_total", "Shell pods created by this replica, by cluster.", "cluster")
-	PodsReaped    = counterVec("pods_reaped_total", "Shell pods deleted by the reaper, by cluster.", "cluster")
+	PodsCreated      = counterVec("pods_created_total", "Shell pods created by this replica, by cluster.", "cluster")
+	PodsReaped       = counterVec("pods_reaped_total", "Shell pods deleted by the reaper, by cluster.", "cluster")
+	PodsKeptDetached = gaugeVec("pods_kept_detached",
+		"Shell pods past kube.idle_timeout that the last sweep kept because the account's detached processes (tmux, screen, nohup, setsid) run in them, by cluster.", "cluster")
 	KubeAPIErrors = counterVec("kube_api_errors_total", "Kubernetes API errors by cluster.", "cluster")
 )
 

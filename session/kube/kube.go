@@ -9,6 +9,9 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
 
 	"github.com/bastion-ssh/bastion/audit"
 	"github.com/bastion-ssh/bastion/config"
@@ -95,6 +98,7 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 		Replica:           replica,
 		Clusters:          b.order,
 		IdleTimeout:       k.IdleTimeout,
+		DetachedMaxAge:    k.DetachedMaxAge,
 		StartTimeout:      k.StartTimeout,
 		HeartbeatInterval: k.HeartbeatInterval,
 		SweepInterval:     k.SweepInterval,
@@ -229,5 +233,28 @@ func (b *Backend) Run(ctx context.Context, r session.Request) (session.ExitStatu
 		return session.ExitStatus{}, err
 	}
 	defer b.pods.Untrack(u)
-	return b.execIn(ctx, c, pod, inst, r)
+	st, err := b.execIn(ctx, c, pod, inst, r)
+	if err == nil && ctx.Err() == nil && (r.TTY != nil || r.Command == "") {
+		b.tellDetached(ctx, c, pod, noticeTo(r))
+	}
+	return st, err
+}
+
+// tellDetached tells a user logging out of the last session in pod, in
+// one line, that their detached processes keep the pod (one scan, only
+// when no other session uses the pod).
+func (b *Backend) tellDetached(ctx context.Context, c *pods.Client, pod *corev1.Pod, notice func(string)) {
+	if notice == nil || b.cfg.DetachedMaxAge <= 0 || b.pods.InUse(c.Project(), pod) {
+		return
+	}
+	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	d, err := lifecycle.ScanDetached(sctx, c, pod)
+	if err != nil {
+		b.log.Debug("detached processes at logout", "pod", pod.Namespace+"/"+pod.Name, "err", err)
+		return
+	}
+	if d.N() > 0 {
+		notice(detachedNotice(c.Project(), d.N(), b.cfg.DetachedMaxAge))
+	}
 }

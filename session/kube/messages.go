@@ -132,3 +132,30 @@ func podGoneError(project string, pod *corev1.Pod, inst *lifecycle.Instance) err
 	return session.UserErrorf(fmt.Errorf("pod %s/%s %s", pod.Namespace, pod.Name, inst.Reason()),
 		fmt.Sprintf("your shell pod in %s %s; log in again to get a new one", project, inst.Reason()))
 }
+
+// detachedNotice tells a user logging out that n detached processes
+// (tmux, nohup, ...) keep their shell pod for up to keep.
+func detachedNotice(project string, n int, keep time.Duration) string {
+	what := "1 detached process keeps"
+	if n != 1 {
+		what = fmt.Sprintf("%d detached processes keep", n)
+	}
+	return fmt.Sprintf("%s your shell in %s running for up to %s after you log out", what, project, humanDuration(keep))
+}
+
+// humanDuration writes d in whole days or hours when it is some.
+func humanDuration(d time.Duration) string {
+	plural := func(n int64, unit string) string {
+		if n == 1 {
+			return "1 " + unit
+		}
+		return fmt.Sprintf("%d %ss", n, unit)
+	}
+	switch {
+	case d >= 24*time.Hour && d%(24*time.Hour) == 0:
+		return plural(int64(d/(24*time.Hour)), "day")
+	case d >= time.Hour && d%time.Hour == 0:
+		return plural(int64(d/time.Hour), "hour")
+	}
+	return d.String()
+}

@@ -2,6 +2,7 @@ package lifecycle
 
 import (
 	"context"
+	"log/slog"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -34,11 +35,20 @@ func (t *Tracker) sweepCluster(ctx context.Context, cl *pods.Cluster) {
 		return
 	}
 	now := time.Now()
+	kept := 0
 	for i := range list {
 		pod := &list[i]
-		why := t.reapReason(cl.Name(), pod, now)
+		why, idleSince := t.reapReason(cl.Name(), pod, now)
 		if why == "" {
 			continue
+		}
+		if !idleSince.IsZero() {
+			var keep bool
+			pod, why, keep = t.detachedWork(ctx, c, pod, why, idleSince, now)
+			if keep {
+				kept++
+				continue
+			}
 		}
 		err := c.Delete(ctx, pod, pods.IfUnchanged)
 		switch {
@@ -53,12 +63,66 @@ func (t *Tracker) sweepCluster(ctx context.Context, cl *pods.Cluster) {
 				Account: pod.Annotations[pods.AnnoAccount], Reason: why})
 		}
 	}
+	ops.PodsKeptDetached.WithLabelValues(cl.Name()).Set(float64(kept))
 }
 
-// reapReason says why pod should go, or "" to keep it.
-func (t *Tracker) reapReason(project string, pod *corev1.Pod, now time.Time) string {
+// detachedWork decides whether pod, idle since idleSince (why), is kept
+// for the account's detached processes (see the package comment). It
+// returns the pod to delete (patched with the scan's result when it is
+// kept) and the reason to delete it.
+func (t *Tracker) detachedWork(ctx context.Context, c *pods.Client, pod *corev1.Pod, why string, idleSince, now time.Time) (*corev1.Pod, string, bool) {
+	name := pod.Namespace + "/" + pod.Name
+	switch detachedVerdict(pod, idleSince, now, t.cfg.DetachedMaxAge, t.DetachedRecheck()) {
+	case reapIt:
+		return pod, why, false
+	case tooOldIt:
+		return pod, why + ", past kube.detached_max_age (" + t.cfg.DetachedMaxAge.String() + ")", false
+	case keepIt:
+		return pod, why, true
+	}
+	sctx, cancel := context.WithTimeout(ctx, detachedScanTimeout)
+	defer cancel()
+	d, err := ScanDetached(sctx, c, pod)
+	if err != nil {
+		// Keep it for now: a user's work is not thrown away on an API
+		// hiccup, and detached_max_age still bounds how long.
+		t.cfg.Log.Warn("sweep: could not look for detached processes; keeping the pod until the next sweep", "pod", name, "err", err)
+		return pod, why, true
+	}
+	if d.N() == 0 {
+		return pod, why, false
+	}
+	patch, err := detachedPatch(d.N(), now)
+	if err == nil {
+		var patched *corev1.Pod
+		if patched, err = c.Patch(ctx, pod.Namespace, pod.Name, patch); err == nil {
+			pod = patched
+		}
+	}
+	if err != nil {
+		t.cfg.Log.Warn("sweep: record detached processes", "pod", name, "err", err)
+	}
+	level := slog.LevelDebug
+	if _, seen := pod.Annotations[AnnoDetached]; !seen || err != nil {
+		level = slog.LevelInfo
+	}
+	t.cfg.Log.Log(ctx, level, "keeping an idle shell pod for its detached processes", "pod", name, "idle", now.Sub(idleSince).Round(time.Second),
+		"processes", d.N(), "names", d.Names(), "until", idleSince.Add(t.cfg.DetachedMaxAge).UTC().Format(time.RFC3339))
+	return pod, why, true
+}
+
+// detachedScanTimeout bounds one scan.
+const detachedScanTimeout = 20 * time.Second
+
+// DetachedRecheck is how long a scan that found detached processes keeps
+// a pod before it is scanned again: five sweep intervals.
+func (t *Tracker) DetachedRecheck() time.Duration { return 5 * t.cfg.SweepInterval }
+
+// reapReason says why pod should go, or "" to keep it; when the reason
+// is idleness, idleSince is the last activity.
+func (t *Tracker) reapReason(project string, pod *corev1.Pod, now time.Time) (why string, idleSince time.Time) {
 	if pod.DeletionTimestamp != nil || t.sessions(project, pod) > 0 {
-		return ""
+		return "", time.Time{}
 	}
 	return idleVerdict(pod, t.cfg.Replica, now, t.cfg.IdleTimeout, t.StaleAfter(), t.cfg.StartTimeout)
 }
@@ -68,13 +132,14 @@ func (t *Tracker) reapReason(project string, pod *corev1.Pod, now time.Time) str
 // is ignored (the caller knows better). A pod is reaped when it has
 // ended, when it never became ready and is older than twice the start
 // timeout (left by a bastion that died while starting it), or when its
-// last activity (the newest entry, or its creation) is older than idle.
-func idleVerdict(pod *corev1.Pod, self string, now time.Time, idle, stale, start time.Duration) string {
+// last activity (the newest entry, or its creation) is older than idle;
+// then idleSince is that last activity.
+func idleVerdict(pod *corev1.Pod, self string, now time.Time, idle, stale, start time.Duration) (why string, idleSince time.Time) {
 	last := pod.CreationTimestamp.Time
 	for replica, e := range entries(pod) {
 		at := time.Unix(e.T, 0)
 		if replica != self && e.N > 0 && now.Sub(at) < stale {
-			return ""
+			return "", time.Time{}
 		}
 		if at.After(last) {
 			last = at
@@ -82,11 +147,11 @@ func idleVerdict(pod *corev1.Pod, self string, now time.Time, idle, stale, start
 	}
 	switch {
 	case pods.Finished(pod):
-		return "ended (" + string(pod.Status.Phase) + ")"
+		return "ended (" + string(pod.Status.Phase) + ")", time.Time{}
 	case !pods.Ready(pod) && now.Sub(pod.CreationTimestamp.Time) > 2*start:
-		return "never became ready"
+		return "never became ready", time.Time{}
 	case now.Sub(last) >= idle:
-		return "idle for " + now.Sub(last).Round(time.Second).String()
+		return "idle for " + now.Sub(last).Round(time.Second).String(), last
 	}
-	return ""
+	return "", time.Time{}
 }

@@ -43,7 +43,7 @@ func TestIdleVerdict(t *testing.T) {
 		{"garbage annotation", pod(time.Hour, ready, map[string]string{"b": "{not json"}), true},
 	}
 	for _, tt := range tests {
-		got := idleVerdict(tt.pod, "self", now, idle, stale, start)
+		got, _ := idleVerdict(tt.pod, "self", now, idle, stale, start)
 		if (got != "") != tt.reap {
 			t.Errorf("%s: verdict %q, want reap=%v", tt.name, got, tt.reap)
 		}

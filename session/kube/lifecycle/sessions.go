@@ -23,7 +23,11 @@ type Config struct {
 	Replica  string
 	Clusters []*pods.Cluster // swept in this order
 
-	IdleTimeout       time.Duration
+	IdleTimeout time.Duration
+	// DetachedMaxAge: an idle pod in which the account's detached
+	// processes run is kept for up to this long after its last activity;
+	// 0: detached processes keep no pod.
+	DetachedMaxAge    time.Duration
 	StartTimeout      time.Duration
 	HeartbeatInterval time.Duration
 	SweepInterval     time.Duration
