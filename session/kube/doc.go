@@ -61,6 +61,24 @@
 // evicted, its sessions end with a message saying so, and the next login
 // makes a new pod.
 //
+// Detached work. A user's processes that outlive their sessions keep
+// the pod past kube.idle_timeout, up to kube.detached_max_age (package
+// lifecycle decides; its detached.sh scans /proc). Every process in the
+// pod runs as the account, so "the user's" is decided by where a process
+// sits, not by its uid. The pod's own are: PID 1 (the sleeper) and its
+// session (its sleep); every process the runtime exec'd (PPID 0, its
+// parent being outside the pod's PID namespace): sessions' shells,
+// bastion-helper run/hangup/status/signal, kill.sh, the scan itself; and
+// what still sits in the session of a live exec'd process (an open
+// session, or one a dead bastion left behind), unless it ignores SIGHUP.
+// Detached work is the rest: what left its session (setsid, the tmux and
+// screen servers and their panes), nohup'd processes, and jobs that
+// outlived their session's shell. That is what the helper's hang-up
+// spares (exec.go), except that catching SIGHUP is not enough (every
+// interactive shell catches it). A login shell that ends, as the pod's last session, with
+// detached work running tells the user in one line (messages.go) how
+// long it keeps the shell: one scan at such a logout.
+//
 // Reaping, session counts and the pod watch are package lifecycle's;
 // shell-image health (pre-flight, fallbacks, inventory) is package
 // shellimage's; every API call goes through the narrow pod client in

@@ -43,7 +43,8 @@ import (
 // up to two seconds, and SIGKILLs what is left. SSH "signal" requests use
 // the same script to signal the leader. A process that starts a new
 // session and clears its environment escapes, as a daemon escapes a
-// logout on an ordinary host; the pod's idle reaping ends it eventually.
+// logout on an ordinary host; it is detached work, which keeps the pod
+// for up to kube.detached_max_age (doc.go).
 // If bastion itself dies, processes live on until the pod is reaped.
 
 const wrapperScript = `t=$1 sh=$2 cmd=$3 pids=$4; shift 4

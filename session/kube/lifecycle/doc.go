@@ -21,6 +21,22 @@
 // sweep are jittered (pods.Every), so that replicas started together do
 // not all list at the same instant.
 //
+// Detached work. An idle pod in which the account's detached processes
+// run (tmux, screen, nohup, setsid; which processes count is in
+// detached.sh and session/kube's doc.go) is kept for up to
+// kube.detached_max_age after its last activity, then reaped as idle.
+// The sweep scans only pods it would otherwise reap as idle: one exec of
+// /bin/sh with detached.sh (builtins only: it starts no process and needs
+// no helper). A scan that finds processes is recorded on the pod as
+// bastion.io/detached = {"n":COUNT,"t":UNIX-SECONDS}; while that record is
+// younger than five sweep intervals and newer than the last activity, no
+// replica scans the pod again, so a kept pod costs one exec and one patch
+// per five sweep intervals, whichever replica sweeps. Everything the
+// decision needs (the last activity, the record, the processes) is in the
+// cluster: a bastion that restarts or is rolled out keeps the same pods.
+// A scan that fails keeps the pod until the next sweep.
+// bastion_pods_kept_detached is how many the last sweep kept.
+//
 // The backend calls it, never the other way round. It must not import
 // sshd, auth/ldap, session/kube or session/kube/shellimage.
 package lifecycle
