@@ -9,19 +9,28 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// exitWatcher tells sessions when their process has exited. Every
-// session's pidfd sits in one epoll set, and that epoll descriptor is
-// waited on through the runtime's poller: a waiting session costs a map
-// entry instead of a goroutine (and its stack), and the watcher is one
-// parked goroutine, not a thread.
+// exitWatcher tells sessions when their process has exited, and when
+// their pty has output (watchReadable). Every session's pidfd and pty
+// master sit in one epoll set, and that epoll descriptor is waited on
+// through the runtime's poller: a waiting session costs a map entry
+// instead of a goroutine (and its stack), and the watcher is one parked
+// goroutine, not a thread.
 type exitWatcher struct {
 	mu      sync.Mutex
 	started bool
 	closed  bool
 	epfd    int
 	ep      *os.File
-	waiters map[int32]chan struct{} // pidfd → closed when the process exits
-	done    chan struct{}           // closed when the loop has returned
+	waiters map[int32]watch // by descriptor
+	done    chan struct{}   // closed when the loop has returned
+}
+
+// watch is what an event on a descriptor does: a pidfd's closes exited
+// (and the pidfd is closed and forgotten); a readable descriptor's calls
+// ready, once per arming (EPOLLONESHOT).
+type watch struct {
+	exited chan struct{}
+	ready  func()
 }
 
 // wait returns a channel that is closed once pid has exited (it is not
@@ -30,13 +39,7 @@ type exitWatcher struct {
 func (w *exitWatcher) wait(pid int) <-chan struct{} {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if !w.started {
-		w.started = true
-		if err := w.start(); err != nil {
-			w.closed = true
-		}
-	}
-	if w.closed {
+	if !w.startLocked() {
 		return waitExit(pid)
 	}
 	fd, err := unix.PidfdOpen(pid, unix.PIDFD_NONBLOCK)
@@ -46,7 +49,7 @@ func (w *exitWatcher) wait(pid int) <-chan struct{} {
 	ch := make(chan struct{})
 	// Registered under mu, so the loop cannot see the event before the
 	// waiter is in the map.
-	w.waiters[int32(fd)] = ch
+	w.waiters[int32(fd)] = watch{exited: ch}
 	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)}
 	if err := unix.EpollCtl(w.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
 		delete(w.waiters, int32(fd))
@@ -54,6 +57,53 @@ func (w *exitWatcher) wait(pid int) <-chan struct{} {
 		return waitExit(pid)
 	}
 	return ch
+}
+
+// startLocked starts the watcher on first use; false when it cannot
+// run (no epoll) or was closed.
+func (w *exitWatcher) startLocked() bool {
+	if !w.started {
+		w.started = true
+		if err := w.start(); err != nil {
+			w.closed = true
+		}
+	}
+	return !w.closed
+}
+
+// watchReadable calls ready, on the watcher's goroutine (it must not
+// block), when fd becomes readable; after each call the watch is idle
+// until arm is called. stop ends the watch; fd must stay open until
+// then. An error means the watcher cannot watch fd (the caller falls
+// back to a goroutine).
+func (w *exitWatcher) watchReadable(fd int, ready func()) (arm func() error, stop func(), err error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.startLocked() {
+		return nil, nil, errors.New("no epoll watcher")
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLONESHOT, Fd: int32(fd)}
+	w.waiters[int32(fd)] = watch{ready: ready}
+	if err := unix.EpollCtl(w.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+		delete(w.waiters, int32(fd))
+		return nil, nil, err
+	}
+	epfd := w.epfd
+	arm = func() error {
+		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLONESHOT, Fd: int32(fd)}
+		return unix.EpollCtl(epfd, unix.EPOLL_CTL_MOD, fd, &ev)
+	}
+	stop = func() {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if wt, ok := w.waiters[int32(fd)]; ok && wt.exited == nil {
+			delete(w.waiters, int32(fd))
+			if !w.closed {
+				_ = unix.EpollCtl(w.epfd, unix.EPOLL_CTL_DEL, fd, nil)
+			}
+		}
+	}
+	return arm, stop, nil
 }
 
 func (w *exitWatcher) start() error {
@@ -72,7 +122,7 @@ func (w *exitWatcher) start() error {
 		return err
 	}
 	w.epfd, w.ep = fd, ep
-	w.waiters = make(map[int32]chan struct{})
+	w.waiters = make(map[int32]watch)
 	w.done = make(chan struct{})
 	go w.loop(rc)
 	return nil
@@ -93,16 +143,28 @@ func (w *exitWatcher) loop(rc syscall.RawConn) {
 			if n == 0 {
 				return false // park until the epoll descriptor is readable
 			}
+			var ready []func()
 			w.mu.Lock()
 			for _, e := range events[:n] {
-				if ch, ok := w.waiters[e.Fd]; ok {
+				wt, ok := w.waiters[e.Fd]
+				switch {
+				case !ok:
+				case wt.exited != nil:
 					delete(w.waiters, e.Fd)
 					_ = unix.EpollCtl(int(efd), unix.EPOLL_CTL_DEL, int(e.Fd), nil)
 					unix.Close(int(e.Fd))
-					close(ch)
+					close(wt.exited)
+				default:
+					ready = append(ready, wt.ready)
 				}
 			}
 			w.mu.Unlock()
+			// Outside the lock: ready takes its own locks, which may be
+			// held while stop takes w.mu.
+			for _, f := range ready {
+				f()
+			}
+			clear(ready)
 		}
 	})
 }
@@ -114,9 +176,11 @@ func (w *exitWatcher) close() {
 	w.closed = true
 	ep, done := w.ep, w.done
 	w.ep = nil
-	for fd, ch := range w.waiters {
-		unix.Close(int(fd))
-		close(ch)
+	for fd, wt := range w.waiters {
+		if wt.exited != nil {
+			unix.Close(int(fd))
+			close(wt.exited)
+		}
 	}
 	w.waiters = nil
 	w.mu.Unlock()

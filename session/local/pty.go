@@ -4,8 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
+	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/creack/pty"
@@ -31,26 +35,153 @@ func (b *Backend) runPTY(ctx context.Context, cmd *exec.Cmd, r session.Request) 
 		return session.ExitStatus{}, startError(cmd, err)
 	}
 	b.readStdin(master, r.Stdin, func() {})
-	outDone := make(chan struct{})
-	go func() {
-		defer close(outDone)
-		_, _ = session.Copy(r.Stdout, master, nil) // ends with EIO once every slave fd is closed
-	}()
+	out := b.copyOutput(r.Stdout, master)
 
 	st, err := b.supervise(ctx, cmd, r.Signals, r.TTY.Resize, func(ws session.WindowSize) { setSize(master, ws) })
 	// Drain what the process wrote before it exited; a background job
 	// still holding the terminal does not keep the session open.
 	t := time.NewTimer(drainAfterExit)
 	select {
-	case <-outDone:
+	case <-out.done:
 	case <-t.C:
 	case <-ctx.Done():
 	}
 	t.Stop()
 	_ = master.SetReadDeadline(time.Now())
 	_ = master.SetWriteDeadline(time.Now())
-	<-outDone
+	out.stop()
 	return st, err
+}
+
+// ptyOutput copies a pty master's output to the session. While the
+// terminal is quiet it costs no goroutine: the master sits in the exit
+// watcher's epoll set, and a goroutine runs only while there is output
+// to copy (a burst), ending when a read would block. An idle shell would
+// otherwise park a goroutine and its stack in Read for as long as the
+// session lasts.
+type ptyOutput struct {
+	b       *Backend
+	dst     io.Writer
+	rc      syscall.RawConn
+	arm     func() error // ask for the next readiness event
+	unwatch func()
+	stopped atomic.Bool
+
+	mu       sync.Mutex
+	running  bool // a burst is copying
+	finished bool
+	done     chan struct{} // closed at EOF (EIO: every slave fd closed), on an error, or once stopped
+}
+
+var ptyBufs = sync.Pool{New: func() any { b := make([]byte, 32*1024); return &b }}
+
+// copyOutput starts copying master to dst; without the epoll watcher it
+// falls back to a goroutine blocked in Read.
+func (b *Backend) copyOutput(dst io.Writer, master *os.File) *ptyOutput {
+	p := &ptyOutput{b: b, dst: dst, done: make(chan struct{})}
+	rc, err := master.SyscallConn()
+	if err == nil {
+		var fd int
+		if cerr := rc.Control(func(f uintptr) { fd = int(f) }); cerr != nil {
+			err = cerr
+		}
+		if err == nil {
+			p.rc = rc
+			p.arm, p.unwatch, err = b.exits.watchReadable(fd, p.ready)
+		}
+	}
+	if err != nil {
+		p.unwatch = func() {}
+		p.running = true
+		b.readers.Add(1)
+		go func() {
+			defer b.readers.Done()
+			_, _ = session.Copy(dst, master, nil) // ends with EIO once every slave fd is closed
+			p.end()
+		}()
+	}
+	return p
+}
+
+// ready runs on the watcher's goroutine when the master has output.
+func (p *ptyOutput) ready() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.running || p.finished {
+		return
+	}
+	p.running = true
+	p.b.readers.Add(1)
+	go p.burst()
+}
+
+// burst copies until a read would block (then waits for readiness
+// again), the terminal ends, or the copy is stopped.
+func (p *ptyOutput) burst() {
+	defer p.b.readers.Done()
+	bp := ptyBufs.Get().(*[]byte)
+	defer ptyBufs.Put(bp)
+	buf := *bp
+	for !p.stopped.Load() {
+		var n int
+		var rerr error
+		if err := p.rc.Read(func(fd uintptr) bool {
+			n, rerr = unix.Read(int(fd), buf)
+			return true // never park: readiness comes from the watcher
+		}); err != nil {
+			break // the master was closed
+		}
+		if n > 0 {
+			if _, err := p.dst.Write(buf[:n]); err != nil {
+				break
+			}
+			continue
+		}
+		switch rerr {
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			p.mu.Lock()
+			if !p.stopped.Load() && p.arm() == nil {
+				p.running = false
+				p.mu.Unlock()
+				return
+			}
+			p.running = false
+			p.finishLocked()
+			p.mu.Unlock()
+			return
+		}
+		break // EIO once every slave fd is closed, or EOF
+	}
+	p.end()
+}
+
+func (p *ptyOutput) end() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.running = false
+	p.finishLocked()
+}
+
+func (p *ptyOutput) finishLocked() {
+	if !p.finished {
+		p.finished = true
+		p.unwatch()
+		close(p.done)
+	}
+}
+
+// stop ends the copy and waits for a burst in progress (a write to a
+// session whose client does not read waits until the channel closes).
+func (p *ptyOutput) stop() {
+	p.stopped.Store(true)
+	p.mu.Lock()
+	if !p.running {
+		p.finishLocked()
+	}
+	p.mu.Unlock()
+	<-p.done
 }
 
 // openPTY opens a pty pair and makes the master non-blocking, so that
