@@ -114,7 +114,8 @@ func (b *bench) sshArgs(cipher string, rest ...string) []string {
 		args = append(args, "-c", cipher)
 	}
 	if strings.HasSuffix(cipher, "-ctr") {
-		args = append(args, "-m", ctrMAC)
+		// -o, not -m: scp and sftp have no -m.
+		args = append(args, "-o", "MACs="+ctrMAC)
 	}
 	return append(args, rest...)
 }

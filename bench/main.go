@@ -113,7 +113,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	quick := fs.Bool("quick", false, "short run: smaller transfers, fewer repetitions, 50/200 idle sessions")
 	cases := fs.String("cases", "all", "comma-separated case groups: "+strings.Join(names, ", "))
 	ciphers := fs.String("ciphers", "default,aes128-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr,dropbear",
-		"throughput variants: \"default\" is the OpenSSH client's own choice, a cipher name is forced with -c (-ctr ciphers with -m hmac-sha2-256-etm@openssh.com), \"dropbear\" is Dropbear's dbclient with its defaults (stream rows only)")
+		"throughput variants: \"default\" is the OpenSSH client's own choice, a cipher name is forced with -c (-ctr ciphers with -o MACs=hmac-sha2-256-etm@openssh.com), \"dropbear\" is Dropbear's dbclient with its defaults (stream rows only)")
 	sshdPort := fs.Int("sshd-port", 2201, "loopback port for OpenSSH's sshd")
 	bastionPort := fs.Int("bastion-port", 2202, "loopback port for bastion")
 	outDir := fs.String("out", "", "write benchmarks.md and benchmarks.json here (default: docs/ of the module, and only after a full run of every case)")
