@@ -97,6 +97,16 @@ type Listener interface {
 	Listen(ctx context.Context, r Request, network, address string) (net.Listener, error)
 }
 
+// AcceptWatcher is optional for a net.Listener from Listener.Listen.
+// WatchAccept calls ready (which must not block) when a connection is
+// waiting to be accepted, and after that only once arm has been called
+// again; stop ends the watch and comes before Close. The listener's
+// owner then parks no goroutine in Accept while nobody connects (an idle
+// shell's become socket).
+type AcceptWatcher interface {
+	WatchAccept(ready func()) (arm func() error, stop func(), err error)
+}
+
 // ErrForbidden marks a Dial refused by the backend's own policy (another
 // account's namespace or pod), as opposed to one that failed.
 var ErrForbidden = errors.New("forbidden by policy")

@@ -53,6 +53,13 @@ type becomeServer struct {
 	cancel context.CancelCauseFunc
 	wg     sync.WaitGroup
 	active atomic.Int32
+
+	// With a listener that says when a connection waits
+	// (session.AcceptWatcher), no goroutine waits in Accept.
+	mu      sync.Mutex
+	closed  bool
+	arm     func() error
+	unwatch func()
 }
 
 // wantsBecome reports whether a session of kind gets a become socket.
@@ -87,14 +94,71 @@ func (s *sessionChan) startBecome(ctx context.Context, req session.Request) *bec
 	// also closes it.
 	bs := &becomeServer{s: s, l: l, ctx: lctx, cancel: cancel}
 	req.Env[become.SockVar] = l.Addr().String()
+	if aw, ok := l.(session.AcceptWatcher); ok && bs.watch(aw) {
+		return bs
+	}
 	bs.wg.Add(1)
 	go bs.accept()
 	return bs
 }
 
+// watch accepts on a goroutine started only when a connection waits: an
+// idle shell's socket then costs no goroutine (and its stack) for as
+// long as the shell lasts. False when the listener cannot be watched.
+func (bs *becomeServer) watch(aw session.AcceptWatcher) bool {
+	bs.mu.Lock()
+	defer bs.mu.Unlock()
+	arm, unwatch, err := aw.WatchAccept(bs.ready)
+	if err != nil {
+		return false
+	}
+	bs.arm, bs.unwatch = arm, unwatch
+	return true
+}
+
+// ready runs on the backend's watcher when a connection waits; it must
+// not block.
+func (bs *becomeServer) ready() {
+	bs.mu.Lock()
+	defer bs.mu.Unlock()
+	if bs.closed {
+		return
+	}
+	bs.wg.Add(1)
+	go bs.acceptOne()
+}
+
+// acceptOne accepts the waiting connection, asks for the next one and
+// serves it.
+func (bs *becomeServer) acceptOne() {
+	defer bs.wg.Done()
+	nc, err := bs.l.Accept()
+	if err != nil {
+		if bs.ctx.Err() == nil {
+			bs.s.log.Warn("become socket failed; become is unavailable for the rest of this shell", "err", err)
+		}
+		return
+	}
+	defer nc.Close()
+	bs.mu.Lock()
+	if !bs.closed {
+		if err := bs.arm(); err != nil {
+			bs.s.log.Warn("become socket cannot be watched; become is unavailable for the rest of this shell", "err", err)
+		}
+	}
+	bs.mu.Unlock()
+	bs.serve(nc)
+}
+
 // stop ends the socket and every tool session started from it, and waits
 // for them.
 func (bs *becomeServer) stop(cause error) {
+	bs.mu.Lock()
+	bs.closed = true // no accept starts after this
+	bs.mu.Unlock()
+	if bs.unwatch != nil {
+		bs.unwatch() // before the socket closes
+	}
 	bs.cancel(cause)
 	bs.l.Close()
 	bs.wg.Wait()

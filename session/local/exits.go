@@ -31,6 +31,7 @@ type exitWatcher struct {
 type watch struct {
 	exited chan struct{}
 	ready  func()
+	token  *byte // tells this watch from a later one on the same descriptor number
 }
 
 // wait returns a channel that is closed once pid has exited (it is not
@@ -73,9 +74,11 @@ func (w *exitWatcher) startLocked() bool {
 
 // watchReadable calls ready, on the watcher's goroutine (it must not
 // block), when fd becomes readable; after each call the watch is idle
-// until arm is called. stop ends the watch; fd must stay open until
-// then. An error means the watcher cannot watch fd (the caller falls
-// back to a goroutine).
+// until arm is called. stop ends the watch; fd should stay open until
+// then (a descriptor closed earlier leaves the epoll set by itself, and
+// stop then leaves a later watch on the same number alone). An error
+// means the watcher cannot watch fd (the caller falls back to a
+// goroutine).
 func (w *exitWatcher) watchReadable(fd int, ready func()) (arm func() error, stop func(), err error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -83,7 +86,8 @@ func (w *exitWatcher) watchReadable(fd int, ready func()) (arm func() error, sto
 		return nil, nil, errors.New("no epoll watcher")
 	}
 	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLONESHOT, Fd: int32(fd)}
-	w.waiters[int32(fd)] = watch{ready: ready}
+	token := new(byte)
+	w.waiters[int32(fd)] = watch{ready: ready, token: token}
 	if err := unix.EpollCtl(w.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
 		delete(w.waiters, int32(fd))
 		return nil, nil, err
@@ -96,7 +100,9 @@ func (w *exitWatcher) watchReadable(fd int, ready func()) (arm func() error, sto
 	stop = func() {
 		w.mu.Lock()
 		defer w.mu.Unlock()
-		if wt, ok := w.waiters[int32(fd)]; ok && wt.exited == nil {
+		// Only this watch: if fd was closed before stop, its number may
+		// belong to another watch by now.
+		if wt, ok := w.waiters[int32(fd)]; ok && wt.token == token {
 			delete(w.waiters, int32(fd))
 			if !w.closed {
 				_ = unix.EpollCtl(w.epfd, unix.EPOLL_CTL_DEL, fd, nil)

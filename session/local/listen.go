@@ -2,12 +2,14 @@ package local
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 
 	"github.com/bastion-ssh/bastion/session"
 )
@@ -33,7 +35,7 @@ func (b *Backend) Listen(ctx context.Context, r session.Request, network, addres
 		if err != nil {
 			return nil, fmt.Errorf("listen tcp %s: %w", addr, err)
 		}
-		return closeWith(ctx, l, nil), nil
+		return b.closeWith(ctx, l, nil), nil
 	case "unix":
 		if address != "" {
 			return nil, fmt.Errorf("listen unix %q: only a fresh socket (address \"\") is supported", address)
@@ -95,13 +97,13 @@ func (b *Backend) listenPrivate(ctx context.Context, uid, gid int) (net.Listener
 			}
 		}
 	}
-	return closeWith(ctx, l, cleanup), nil
+	return b.closeWith(ctx, l, cleanup), nil
 }
 
 // closeWith returns l closed when ctx ends or on Close, after which
 // cleanup (may be nil) runs once.
-func closeWith(ctx context.Context, l net.Listener, cleanup func()) net.Listener {
-	cl := &ctxListener{Listener: l, cleanup: cleanup}
+func (b *Backend) closeWith(ctx context.Context, l net.Listener, cleanup func()) net.Listener {
+	cl := &ctxListener{Listener: l, cleanup: cleanup, exits: &b.exits}
 	stop := context.AfterFunc(ctx, func() { _ = cl.Close() })
 	cl.mu.Lock()
 	cl.stop = stop
@@ -111,6 +113,7 @@ func closeWith(ctx context.Context, l net.Listener, cleanup func()) net.Listener
 
 type ctxListener struct {
 	net.Listener
+	exits   *exitWatcher
 	cleanup func()
 	once    sync.Once
 	err     error
@@ -132,4 +135,24 @@ func (l *ctxListener) Close() error {
 		}
 	})
 	return l.err
+}
+
+var _ session.AcceptWatcher = (*ctxListener)(nil)
+
+// WatchAccept puts the listening socket into the exit watcher's epoll
+// set (session.AcceptWatcher).
+func (l *ctxListener) WatchAccept(ready func()) (arm func() error, stop func(), err error) {
+	sc, ok := l.Listener.(syscall.Conn)
+	if !ok {
+		return nil, nil, errors.New("watch accept: not a socket")
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil, nil, fmt.Errorf("watch accept: %w", err)
+	}
+	fd := -1
+	if err := rc.Control(func(f uintptr) { fd = int(f) }); err != nil {
+		return nil, nil, fmt.Errorf("watch accept: %w", err)
+	}
+	return l.exits.watchReadable(fd, ready)
 }

@@ -5,11 +5,13 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net"
 	"os/user"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/bastion-ssh/bastion/auth"
 	"github.com/bastion-ssh/bastion/session"
@@ -61,5 +63,70 @@ func TestPTYOutputBursts(t *testing.T) {
 	b.exits.mu.Unlock()
 	if left != 0 {
 		t.Errorf("%d descriptors still watched after the session", left)
+	}
+}
+
+// TestWatchAccept: a listener's waiting connections are announced once
+// per arming, and every one of them can be accepted.
+func TestWatchAccept(t *testing.T) {
+	me, err := user.Current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	uid, _ := strconv.Atoi(me.Uid)
+	gid, _ := strconv.Atoi(me.Gid)
+	b := New(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	defer b.Close()
+	l, err := b.Listen(context.Background(), session.Request{Account: auth.Account{Name: me.Username, UID: uid, GID: gid}}, "unix", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	aw, ok := l.(session.AcceptWatcher)
+	if !ok {
+		t.Fatal("the local backend's listener is not a session.AcceptWatcher")
+	}
+	ready := make(chan struct{}, 8)
+	arm, stop, err := aw.WatchAccept(func() { ready <- struct{}{} })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	select {
+	case <-ready:
+		t.Fatal("ready before anybody connected")
+	case <-time.After(50 * time.Millisecond):
+	}
+	for range 2 {
+		c, err := net.Dial("unix", l.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+	}
+	for i := range 2 {
+		select {
+		case <-ready:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("connection %d: no readiness", i)
+		}
+		nc, err := l.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		nc.Close()
+		select {
+		case <-ready:
+			t.Fatal("ready again without arm")
+		case <-time.After(50 * time.Millisecond):
+		}
+		if err := arm(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case <-ready:
+		t.Fatal("ready with nobody waiting")
+	case <-time.After(50 * time.Millisecond):
 	}
 }
