@@ -80,6 +80,7 @@ func (s *sessionChan) startBecome(ctx context.Context, req session.Request) *bec
 		cancel(fmt.Errorf("listening took more than %s", becomeListenTimeout))
 	})
 	bl, _ := s.c.listener()
+	began := time.Now()
 	l, err := bl.Listen(lctx, req, "unix", "")
 	if !slow.Stop() && err == nil {
 		l.Close()
@@ -92,6 +93,7 @@ func (s *sessionChan) startBecome(ctx context.Context, req session.Request) *bec
 	}
 	// The listener closes itself when lctx ends (session.Listener); stop
 	// also closes it.
+	s.log.Debug("become socket ready", "socket", l.Addr().String(), "took", time.Since(began).Round(time.Millisecond))
 	bs := &becomeServer{s: s, l: l, ctx: lctx, cancel: cancel}
 	req.Env[become.SockVar] = l.Addr().String()
 	if aw, ok := l.(session.AcceptWatcher); ok && bs.watch(aw) {

@@ -100,9 +100,17 @@ func (b *Backend) Listen(ctx context.Context, r session.Request, network, addres
 	ns := namespaceFor(cl.Cfg, id)
 	sctx, cancel := context.WithTimeout(ctx, b.cfg.StartTimeout+relayStartTimeout)
 	defer cancel()
-	pod, u, inst, err := b.acquire(sctx, c, id, ns, nil, func(line string) {
+	var prog *progress
+	note := func(line string) {
 		b.log.Info("shell pod notice while listening", "pod", ns+"/"+podName(cl.Name(), id.acct.Name), "notice", line)
-	})
+	}
+	if r.TTY != nil && r.Stdout != nil {
+		// An interactive shell's own listener (become typed in the
+		// shell) starts the pod before the shell does: the person sees
+		// the progress line Run would show.
+		prog, note = newProgress(r.Stdout, cl.Name()), noticeTo(r)
+	}
+	pod, u, inst, err := b.acquire(sctx, c, id, ns, prog, note)
 	if err != nil {
 		return nil, err
 	}
