@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/bastion-ssh/bastion/integration/kubetest"
 )
 
 // lineTerm is an interactive OpenSSH session (ssh -tt) driven line by
@@ -211,4 +213,69 @@ func TestBecomeInShell(t *testing.T) {
 func auditStr(v any) string {
 	s, _ := v.(string)
 	return s
+}
+
+// podOf returns the name of the shell pod of account (bastion.io/account).
+func (w *kubeWorld) podOf(t *testing.T, account string) string {
+	t.Helper()
+	for _, p := range w.pods(t) {
+		if p.Annotations["bastion.io/account"] == account && p.DeletionTimestamp == nil {
+			return p.Name
+		}
+	}
+	t.Fatalf("no shell pod for %s", account)
+	return ""
+}
+
+// TestKubeBecomeInShell is issue 14's "become typed at the shell prompt"
+// on the real cluster: at the prompt of alice's shell in alice's pod,
+// `become mytool` opens mytool's shell in mytool's pod as mytool's uid on
+// the same terminal; exit returns to alice's pod; othertool is refused
+// as at the SSH level; `become mytool CMD` runs in mytool's pod.
+func TestKubeBecomeInShell(t *testing.T) {
+	w := startKubeWorld(t, kubeOptions{podKeys: "    helper_image: " + kubetest.ShellImage + "\n"})
+	term := openLineTerm(t, w.bast, w.key(t, "alice-1"), "alice")
+	term.typeLine(`echo "me=$(id -u) host=$(cat /proc/sys/kernel/hostname) sock=${BASTION_BECOME_SOCK:+set}"`)
+	term.expect("me=5001 host=")
+	alicePod := w.podOf(t, "alice")
+	term.expect(alicePod + " sock=set")
+
+	term.typeLine("become mytool")
+	term.typeLine(`echo "who=$USER uid=$(id -u) host=$(cat /proc/sys/kernel/hostname) tool=$BASTION_TOOL"`)
+	term.expect("who=tools.mytool uid=52001 host=")
+	toolPod := w.podOf(t, "tools.mytool")
+	if toolPod == alicePod {
+		t.Fatalf("mytool's shell ran in alice's pod %s", alicePod)
+	}
+	term.expect(toolPod + " tool=mytool")
+	term.typeLine("exit 7")
+	waitFor(t, "the become session's end in the log", 30*time.Second, func() bool {
+		return strings.Contains(w.bast.logs(), "via=shell kind=become account=tools.mytool exit_status=7")
+	})
+	term.typeLine(`echo "status=$? back=$USER uid=$(id -u) host=$(cat /proc/sys/kernel/hostname)"`)
+	term.expect("status=7 back=alice uid=5001 host=" + alicePod)
+
+	term.typeLine("become othertool")
+	term.expect("become: alice is not a maintainer of tool othertool")
+	term.typeLine(`become mytool 'echo "one=$(id -u)@$(cat /proc/sys/kernel/hostname)"'; echo "rc=$?"`)
+	term.expect("one=52001@" + toolPod)
+	term.expect("rc=0")
+	term.typeLine("exit")
+	if code := term.wait(); code != 0 {
+		t.Errorf("ssh exited %d", code)
+	}
+	// A second login finds alice's pod running: its socket costs the
+	// prompt one exec (the relay's).
+	again := openLineTerm(t, w.bast, w.key(t, "alice-1"), "alice")
+	again.typeLine(`echo "again=${BASTION_BECOME_SOCK:+$((40+2))}"`)
+	again.expect("again=42")
+	again.typeLine("exit")
+	again.wait()
+	// What the socket cost the prompt (the first login waited for the
+	// pod there, with the progress line).
+	for _, line := range strings.Split(w.bast.logs(), "\n") {
+		if i := strings.Index(line, "msg=\"become socket ready\""); i >= 0 {
+			t.Log(line[i:])
+		}
+	}
 }
