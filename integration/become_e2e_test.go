@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -13,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/creack/pty"
 
 	"github.com/bastion-ssh/bastion/integration/kubetest"
 )
@@ -277,5 +280,74 @@ func TestKubeBecomeInShell(t *testing.T) {
 		if i := strings.Index(line, "msg=\"become socket ready\""); i >= 0 {
 			t.Log(line[i:])
 		}
+	}
+}
+
+// TestBecomeInShellResize: with OpenSSH's client on a real terminal, the
+// tool's shell opened by become has the terminal's size and follows it
+// when the terminal is resized (SIGWINCH to ssh, window-change to bastion,
+// SIGWINCH to become, a resize frame, the tool's pty).
+func TestBecomeInShellResize(t *testing.T) {
+	t.Parallel()
+	w := startLDAPWorld(t)
+	args := append(w.bast.sshOptsKey(w.key(t, "alice-1")), "-tt", "-p", w.bast.port, "alice@127.0.0.1")
+	cmd := exec.Command("ssh", args...)
+	f, err := pty.StartWithSize(cmd, &pty.Winsize{Rows: 30, Cols: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var out strings.Builder
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		b := make([]byte, 4096)
+		for {
+			n, err := f.Read(b)
+			mu.Lock()
+			out.Write(b[:n])
+			mu.Unlock()
+			if err != nil {
+				return
+			}
+		}
+	}()
+	t.Cleanup(func() { _ = cmd.Process.Kill(); f.Close(); <-done; _ = cmd.Wait() })
+	seen := 0
+	expect := func(want string) {
+		t.Helper()
+		waitFor(t, fmt.Sprintf("%q on the terminal", want), 60*time.Second, func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			if i := strings.Index(out.String()[seen:], want); i >= 0 {
+				seen += i + len(want)
+				return true
+			}
+			return false
+		})
+	}
+	send := func(s string) { _, _ = f.WriteString(s + "\n") }
+	send("become mytool")
+	send(`echo "in=$USER size=$(stty size | tr ' ' x)"`)
+	expect("in=tools.mytool size=30x100")
+	if err := pty.Setsize(f, &pty.Winsize{Rows: 45, Cols: 132}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the new size in the tool's shell", 20*time.Second, func() bool {
+		send(`echo "now=$(stty size | tr ' ' x)"`)
+		time.Sleep(200 * time.Millisecond)
+		mu.Lock()
+		defer mu.Unlock()
+		return strings.Contains(out.String()[seen:], "now=45x132")
+	})
+	send("exit")
+	waitFor(t, "the become session's end in the log", 30*time.Second, func() bool {
+		return strings.Contains(w.bast.logs(), "via=shell kind=become account=tools.mytool exit_status=0")
+	})
+	send("exit")
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("ssh did not end after two exits")
 	}
 }
