@@ -39,7 +39,8 @@ func TestKubeDetachedWorkKeepsPod(t *testing.T) {
 	w := startKubeWorld(t, kubeOptions{idleTimeout: idle.String(), detachedMaxAge: maxAge.String(), ops: true})
 	aliceNS, bobNS := w.ns("user", "alice"), w.ns("user", "bob")
 
-	out, errOut, code := w.ssh(t, w.bast, "alice", "alice-1", "", "-tt", "--", "tmux new -d -s work 'sleep 100000' && echo started")
+	out, errOut, code := w.ssh(t, w.bast, "alice", "alice-1", "", "-tt", "--",
+		"tmux new -d -s work 'sleep 100000' && nohup sleep 100001 >/dev/null 2>&1 & setsid sleep 100002 </dev/null >/dev/null 2>&1 & sleep 1; echo started")
 	if code != 0 || !strings.Contains(out, "started") {
 		t.Fatalf("tmux new: exit %d %q %q", code, out, errOut)
 	}
@@ -80,9 +81,14 @@ func TestKubeDetachedWorkKeepsPod(t *testing.T) {
 	if w.podIn(t, aliceNS) == nil || p.UID != w.podIn(t, aliceNS).UID {
 		t.Fatalf("alice's pod went after the bastion restart\nlog:\n%s", s2.logs())
 	}
-	out, errOut, code = w.ssh(t, s2, "alice", "alice-1", "", "--", "tmux ls")
+	out, errOut, code = w.ssh(t, s2, "alice", "alice-1", "", "--", "tmux ls; ps -eo args")
 	if code != 0 || !strings.HasPrefix(out, "work: ") {
 		t.Fatalf("tmux ls after the restart: exit %d %q %q", code, out, errOut)
+	}
+	for _, p := range []string{"sleep 100000", "sleep 100001", "sleep 100002"} {
+		if !strings.Contains(out, p) {
+			t.Errorf("%q (tmux, nohup, setsid) is not running after the restart:\n%s", p, out)
+		}
 	}
 	if np := w.podIn(t, aliceNS); np == nil || np.UID != p.UID {
 		t.Fatal("tmux ls ran in a new pod")
@@ -132,5 +138,12 @@ func TestKubeExitSignal(t *testing.T) {
 	want := "'kill -TERM $$' -1 ('TERM', False)\n'kill -KILL $$' -1 ('KILL', False)\n'exit 143' 143 None\n'true' 0 None\n"
 	if string(out) != want {
 		t.Errorf("asyncssh read\n%s\nwant\n%s", out, want)
+	}
+
+	// With the helper the session's processes sit under bastion-helper
+	// run: the logout notice sees detached work there too.
+	tty, _, code := w.ssh(t, w.bast, "alice", "alice-1", "", "-tt", "--", "tmux new -d -s work 'sleep 100000' && echo started")
+	if code != 0 || !strings.Contains(tty, "started") || !strings.Contains(tty, "bastion: ") || !strings.Contains(tty, "your shell in "+w.project+" running for up to 7 days after you log out") {
+		t.Errorf("tmux with the helper: exit %d %q, want the logout notice", code, tty)
 	}
 }
