@@ -23,15 +23,14 @@ import (
 // lineTerm is an interactive OpenSSH session (ssh -tt) driven line by
 // line, as a person types at a prompt.
 type lineTerm struct {
-	t     *testing.T
-	cmd   *exec.Cmd
-	in    io.WriteCloser
-	mu    sync.Mutex
-	out   bytes.Buffer
-	seen  int // bytes of out consumed by expect
-	done  chan struct{}
-	errb  bytes.Buffer
-	close sync.Once
+	t    *testing.T
+	cmd  *exec.Cmd
+	in   io.WriteCloser
+	mu   sync.Mutex
+	out  bytes.Buffer
+	seen int // bytes of out consumed by expect
+	done chan struct{}
+	errb bytes.Buffer // under mu
 }
 
 // openLineTerm logs in with `ssh -tt` (a pty and a login shell).
@@ -42,7 +41,7 @@ func openLineTerm(t *testing.T, s *server, key, login string) *lineTerm {
 	args = append(args, "-p", s.port, login+"@127.0.0.1")
 	term := &lineTerm{t: t, done: make(chan struct{})}
 	term.cmd = exec.CommandContext(ctx, "ssh", args...)
-	term.cmd.Stderr = &term.errb
+	term.cmd.Stderr = &lockedWriter{mu: &term.mu, w: &term.errb}
 	var err error
 	if term.in, err = term.cmd.StdinPipe(); err != nil {
 		t.Fatal(err)
@@ -95,7 +94,7 @@ func (term *lineTerm) expect(want string) {
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		term.mu.Lock()
-		rest := term.out.String()[term.seen:]
+		rest, errs := term.out.String()[term.seen:], term.errb.String()
 		if i := strings.Index(rest, want); i >= 0 {
 			term.seen += i + len(want)
 			term.mu.Unlock()
@@ -104,7 +103,7 @@ func (term *lineTerm) expect(want string) {
 		term.mu.Unlock()
 		select {
 		case <-term.done:
-			term.t.Fatalf("ssh ended before %q; output after the last match:\n%s\nstderr: %s", want, rest, term.errb.String())
+			term.t.Fatalf("ssh ended before %q; output after the last match:\n%s\nstderr: %s", want, rest, errs)
 		default:
 		}
 		if time.Now().After(deadline) {
