@@ -140,10 +140,11 @@ func TestKubeExitSignal(t *testing.T) {
 		t.Errorf("asyncssh read\n%s\nwant\n%s", out, want)
 	}
 
-	// With the helper the session's processes sit under bastion-helper
-	// run: the logout notice sees detached work there too.
-	tty, _, code := w.ssh(t, w.bast, "alice", "alice-1", "", "-tt", "--", "tmux new -d -s work 'sleep 100000' && echo started")
+	// With the helper, an interactive login shell runs under
+	// bastion-helper run, beside its own become socket's relay: its
+	// logout notice sees the tmux it started.
+	tty, _, code := w.ssh(t, w.bast, "alice", "alice-1", "tmux new -d -s work 'sleep 100000' && echo started\nexit\n", "-tt")
 	if code != 0 || !strings.Contains(tty, "started") || !strings.Contains(tty, "bastion: ") || !strings.Contains(tty, "your shell in "+w.project+" running for up to 7 days after you log out") {
-		t.Errorf("tmux with the helper: exit %d %q, want the logout notice", code, tty)
+		t.Errorf("tmux in a login shell with the helper: exit %d %q, want the logout notice", code, tty)
 	}
 }

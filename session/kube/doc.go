@@ -75,9 +75,10 @@
 // screen servers and their panes), nohup'd processes, and jobs that
 // outlived their session's shell. That is what the helper's hang-up
 // spares (exec.go), except that catching SIGHUP is not enough (every
-// interactive shell catches it). A login shell that ends, as the pod's last session, with
-// detached work running tells the user in one line (messages.go) how
-// long it keeps the shell: one scan at such a logout.
+// interactive shell catches it). When an interactive shell (a login
+// shell or a TTY session) ends with detached work running, the user reads
+// in one line (messages.go) how long it keeps the shell: one scan at each
+// such logout.
 //
 // Reaping, session counts and the pod watch are package lifecycle's;
 // shell-image health (pre-flight, fallbacks, inventory) is package

@@ -240,11 +240,13 @@ func (b *Backend) Run(ctx context.Context, r session.Request) (session.ExitStatu
 	return st, err
 }
 
-// tellDetached tells a user logging out of the last session in pod, in
-// one line, that their detached processes keep the pod (one scan, only
-// when no other session uses the pod).
+// tellDetached tells a user whose interactive shell ended, in one line,
+// that their detached processes keep the pod (one scan per such logout).
+// It does not wait for the pod's last session: what this replica tracks
+// includes the shell's own listeners (become, agent), still open here,
+// and the line stays true while other sessions run.
 func (b *Backend) tellDetached(ctx context.Context, c *pods.Client, pod *corev1.Pod, notice func(string)) {
-	if notice == nil || b.cfg.DetachedMaxAge <= 0 || b.pods.InUse(c.Project(), pod) {
+	if notice == nil || b.cfg.DetachedMaxAge <= 0 {
 		return
 	}
 	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
