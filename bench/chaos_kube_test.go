@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -91,6 +93,49 @@ func restartComponent(ctx context.Context, args ...string) error {
 	return nil
 }
 
+// drainBastion sends bastion SIGTERM under load: its readiness must be
+// false at once, and it must exit within limits.shutdown_grace (2 s in
+// the soak's config) and a little.
+func drainBastion(ctx context.Context, w *soakWorld) (time.Duration, error) {
+	start := time.Now()
+	if err := w.srv.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		return 0, err
+	}
+	// Ready no more within 200 ms (an ops server that stopped listening
+	// is not ready either).
+	client := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	ready := true
+	for time.Since(start) < 200*time.Millisecond && ready {
+		resp, err := client.Get("http://" + w.opsAddr + "/readyz")
+		if err != nil {
+			ready = false
+			break
+		}
+		ready = resp.StatusCode == http.StatusOK
+		resp.Body.Close()
+	}
+	var problems []string
+	if ready {
+		problems = append(problems, "/readyz still answered 200 200ms after SIGTERM")
+	}
+	select {
+	case <-w.srv.done:
+	case <-time.After(10 * time.Second):
+		problems = append(problems, "bastion still running 10s after SIGTERM")
+		w.srv.crash()
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+	took := time.Since(start)
+	if took > 2*time.Second+1500*time.Millisecond {
+		problems = append(problems, fmt.Sprintf("bastion took %s to exit after SIGTERM; limits.shutdown_grace is 2s", took))
+	}
+	if len(problems) > 0 {
+		return took, errors.New(strings.Join(problems, "; "))
+	}
+	return took, nil
+}
+
 // toldText is what users read, one line per message.
 func toldText(rep *soakReport) string {
 	told := ""
@@ -172,24 +217,38 @@ func TestChaosKubeRestart(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name string
-		args []string
-		want string // a line some login must have read
+		args []string                                // of integration/cluster/restart
+		act  func(context.Context, *soakWorld) error // or this
+		want string                                  // a line some login or session must have read
 	}{
-		{"kube-apiserver killed", []string{"-s", "KILL", "-d", "5", "kube-apiserver"}, "is unavailable; try again in a few minutes"},
-		{"containerd restarted", []string{"containerd"}, ""},
+		{name: "kube-apiserver killed", args: []string{"-s", "KILL", "-d", "5", "kube-apiserver"}, want: "is unavailable; try again in a few minutes"},
+		{name: "containerd restarted", args: []string{"containerd"}},
+		{name: "bastion SIGTERMed", act: func(ctx context.Context, w *soakWorld) error {
+			took, err := drainBastion(ctx, w)
+			t.Logf("bastion drained and exited %s after SIGTERM (limits.shutdown_grace 2s)", took.Round(10*time.Millisecond))
+			if err != nil {
+				return err
+			}
+			return w.srv.start(ctx)
+		}, want: "shutting down"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			k := startKubeSoak(t, 10, "-sessions", "20", "-duration", "90s", "-interval", "10s", "-login-rate", "2", "-ramp", "5")
-			// The pods survive: one per account, made, timed and reaped
-			// once (k.chaos stays false).
+			// The pods survive a cluster component's restart: one per
+			// account, made, timed and reaped once by the one bastion
+			// process. A bastion restarted reaps what the first made.
+			k.chaos = tc.act != nil
 			k.opt.command = "go test -run TestChaosKubeRestart ./bench -args -kube.chaos"
 			var phase chaosPhase
 			k.opt.expectCut, k.opt.expectedLogin = phase.cut, phase.login
 			back := make(chan struct{})
 			k.opt.faults = []soakFault{
-				{at: 40 * time.Second, name: tc.name + " (integration/cluster/restart " + strings.Join(tc.args, " ") + ")", act: func(ctx context.Context, _ *soakWorld) error {
+				{at: 40 * time.Second, name: tc.name + " (integration/cluster/restart " + strings.Join(tc.args, " ") + ")", act: func(ctx context.Context, w *soakWorld) error {
 					phase.set(func(p *chaosPhase) { p.all, p.any = true, true })
 					defer close(back)
+					if tc.act != nil {
+						return tc.act(ctx, w)
+					}
 					return restartComponent(ctx, tc.args...)
 				}},
 			}
