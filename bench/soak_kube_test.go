@@ -115,6 +115,7 @@ func startKubeSoak(t *testing.T, accounts int, args ...string) *kubeSoak {
 	if err != nil {
 		t.Fatal(err)
 	}
+	opt.keep = os.Getenv("BASTION_SOAK_KEEP") != "" // bastion's log, to see why
 	opt.backend = "kube"
 	opt.block = "kube-soak"
 	opt.directory = "directory:\n  type: static\n  file: " + usersFile + "\n"
