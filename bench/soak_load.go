@@ -97,6 +97,16 @@ func (r *soakRun) clientConfig(i int) *ssh.ClientConfig {
 	return r.w.clientConfig(r.opt.accounts[i%len(r.opt.accounts)])
 }
 
+// shellWait is how long a pty session waits for its shell: with the kube
+// backend, its pod may be starting (kube.start_timeout in the kube soak is
+// 120 s).
+func (r *soakRun) shellWait() time.Duration {
+	if r.opt.backend == "kube" {
+		return 150 * time.Second
+	}
+	return 30 * time.Second
+}
+
 // forwardTo is where the ssh -L streams go.
 func (r *soakRun) forwardTo() string {
 	if r.opt.forwardTo != "" {
@@ -320,7 +330,7 @@ func (r *soakRun) session(ctx context.Context, i int, kind string) {
 			// Typed into the interactive shell; the marker is split so
 			// that the echo of the command line does not contain it.
 			if _, err = io.WriteString(stdin, "stty raw -echo; printf 'SOAK''-READY'; exec cat\n"); err == nil {
-				err = waitFor(stdout, "SOAK-READY", 30*time.Second)
+				err = waitFor(stdout, "SOAK-READY", r.shellWait())
 			}
 			if err != nil {
 				r.broke(t, i, "%s session %d: start cat in the shell: %v", kind, i, err)
