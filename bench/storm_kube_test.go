@@ -165,6 +165,11 @@ func TestLoginStormKube(t *testing.T) {
 		t.Fatal(err)
 	}
 	after, _ := w.metrics(t.Context())
+	starts := after["bastion_pod_start_duration_seconds_count"] - before["bastion_pod_start_duration_seconds_count"]
+	startSum := after["bastion_pod_start_duration_seconds_sum"] - before["bastion_pod_start_duration_seconds_sum"]
+	if starts > 0 {
+		t.Logf("bastion's pods: creation to Ready %.1f s on average (bastion_pod_start_duration_seconds)", startSum/starts)
+	}
 	t.Logf("bastion: %d of %d logins printed ok in %s (%s); %.0f pods created, %.0f API errors; API server: %.0f requests (%.0f/s, kube.qps 50, burst 100, as bastion's own client limit), %.0f answered 429; bastion/floor: %.2f",
 		len(logins), n, wall.Round(10*time.Millisecond), stormTimes(logins),
 		after["bastion_pods_created_total"]-before["bastion_pods_created_total"],
