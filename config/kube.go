@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/resource"
-	apipath "k8s.io/apimachinery/pkg/api/validation/path"
+	"k8s.io/apimachinery/pkg/api/validate/content"
 )
 
 // Kube configures the kube backend (backend.type: kube): each account's
@@ -602,7 +602,7 @@ func validateCredentials(p *Problems, path string, pod KubePod) {
 		p.Addf(path+".credentials", "must be serviceaccount or none, not %q", pod.Credentials)
 		return
 	}
-	if errs := apipath.IsValidPathSegmentName(pod.CredentialsClusterRole); pod.CredentialsClusterRole == "" || len(errs) > 0 {
+	if errs := content.IsPathSegmentName(pod.CredentialsClusterRole); pod.CredentialsClusterRole == "" || len(errs) > 0 {
 		p.Addf(path+".credentials_cluster_role", "%q is not a ClusterRole name (e.g. edit)", pod.CredentialsClusterRole)
 	}
 	if l := pod.CredentialsTokenLifetime; l < 10*time.Minute || l > 24*time.Hour {
