@@ -244,8 +244,8 @@ func TestSoakKube(t *testing.T) {
 	args := []string{"-sessions", fmt.Sprint(*kubeAccounts * *kubePer), "-duration", kubeDuration.String(),
 		"-interval", kubeInterval.String(), "-login-rate", fmt.Sprint(*kubeLoginRate), "-ramp", fmt.Sprint(*kubeRamp)}
 	k := startKubeSoak(t, *kubeAccounts, args...)
-	k.opt.command = fmt.Sprintf("go test -run TestSoakKube -timeout 40m ./bench -args -kube.accounts %d -kube.per %d -kube.duration %s -kube.interval %s -kube.login-rate %g",
-		*kubeAccounts, *kubePer, *kubeDuration, *kubeInterval, *kubeLoginRate)
+	k.opt.command = fmt.Sprintf("go test -run TestSoakKube -timeout 40m ./bench -args -kube.accounts %d -kube.per %d -kube.duration %s -kube.interval %s -kube.login-rate %g -kube.ramp %g",
+		*kubeAccounts, *kubePer, *kubeDuration, *kubeInterval, *kubeLoginRate, *kubeRamp)
 	rep := k.run(t)
 	if *kubeOut != "" {
 		if err := replaceBlock(*kubeOut, k.opt.block, rep.markdown()); err != nil {
