@@ -336,6 +336,18 @@ func (r *soakRun) session(ctx context.Context, i int, kind string) {
 				r.broke(t, i, "%s session %d: start cat in the shell: %v", kind, i, err)
 				return
 			}
+		} else if r.opt.backend == "kube" {
+			// bastion accepts the exec before the account's pod is
+			// ready: wait for the command to run (up to the pod's
+			// start) before the round trips and their hang timeout.
+			err := s.Start("printf 'SOAK''-READY'; exec cat")
+			if err == nil {
+				err = waitFor(stdout, "SOAK-READY", r.shellWait())
+			}
+			if err != nil {
+				r.broke(t, i, "%s session %d: exec cat: %v", kind, i, err)
+				return
+			}
 		} else if err := s.Start("cat"); err != nil {
 			r.broke(t, i, "%s session %d: exec cat: %v", kind, i, err)
 			return
