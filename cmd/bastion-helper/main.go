@@ -26,7 +26,7 @@ commands (run by bastion through the exec API, not by people):
   signal TOKEN SIG                               send SIG (TERM, INT...) to the session's process
   status TOKEN                                   print "SIG CORE" if the session's process was killed by a signal
   sftp-server [-R] [-d DIR] [-u UMASK]           SFTP on stdin/stdout as the invoking user
-  relay tcp HOST:PORT | relay unix               listen on bastion's behalf (ssh -R, agent forwarding)
+  relay tcp HOST:PORT | relay unix [PATH]        listen on bastion's behalf (ssh -R, agent forwarding)
   install DIR                                    copy this binary to DIR/bastion-helper (the pod's init container)
 
 command for people (the shell pod mounts this binary at /usr/local/bin/become):

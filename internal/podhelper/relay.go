@@ -17,7 +17,8 @@ import (
 	"time"
 )
 
-// The relay: `bastion-helper relay tcp HOST:PORT` or `relay unix` listens
+// The relay: `bastion-helper relay tcp HOST:PORT`, `relay unix` or
+// `relay unix /tmp/bastion-ssh-TOKEN/agent.sock` listens
 // in the pod on bastion's behalf (ssh -R, agent forwarding) and hands
 // each accepted connection to bastion through the API server.
 //
@@ -58,10 +59,18 @@ const (
 	rendezvousWait = 10 * time.Second
 )
 
-// RelaySocketName is the socket's name in its private directory.
-const RelaySocketName = "agent.sock"
+// RelaySocketName is the socket's name in its private directory;
+// RelayDirPrefix begins the directory's name.
+const (
+	RelaySocketName = "agent.sock"
+	RelayDirPrefix  = "bastion-ssh-"
+)
 
-// Relay runs the relay for args ("tcp HOST:PORT" or "unix") on stdin and
+// With a socket path (bastion chose it, so that it knows the address
+// before the relay runs), the relay makes the directory itself, mode
+// 0700, and fails if it exists.
+
+// Relay runs the relay for args ("tcp HOST:PORT", "unix" or "unix PATH") on stdin and
 // stdout until stdin ends or ctx is cancelled.
 func Relay(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer) error {
 	ctx, cancel := context.WithCancel(ctx)
@@ -170,7 +179,8 @@ func oneLine(s string) string {
 }
 
 // listenTarget listens where args say: "tcp HOST:PORT" on a loopback
-// address, or "unix" on a fresh socket in a private directory.
+// address, "unix" on a fresh socket in a private directory, or "unix
+// PATH" on PATH in a directory that it makes.
 func listenTarget(args []string) (net.Listener, func(), error) {
 	nop := func() {}
 	switch {
@@ -189,33 +199,64 @@ func listenTarget(args []string) (net.Listener, func(), error) {
 		}
 		return l, nop, nil
 	case len(args) == 1 && args[0] == "unix":
-		dir, err := os.MkdirTemp("", "bastion-ssh-")
+		dir, err := os.MkdirTemp("", RelayDirPrefix)
 		if err != nil {
 			return nil, nop, fmt.Errorf("listen: %w", err)
 		}
-		cleanup := func() { _ = os.RemoveAll(dir) }
-		// Exactly 0700: a pod's /tmp with an fsGroup is setgid, and
-		// MkdirTemp's directory would inherit that bit.
-		if err := os.Chmod(dir, 0o700); err != nil {
-			cleanup()
-			return nil, nop, fmt.Errorf("listen: %w", err)
-		}
-		path := filepath.Join(dir, RelaySocketName)
-		l, err := net.Listen("unix", path)
-		if err == nil {
-			err = os.Chmod(path, 0o600)
-			if err != nil {
-				l.Close()
-			}
-		}
+		return listenUnix(dir)
+	case len(args) == 2 && args[0] == "unix":
+		dir, err := relayDir(args[1])
 		if err != nil {
-			cleanup()
+			return nil, nop, err
+		}
+		// Mkdir fails when the directory exists: one made by anybody
+		// else (to read the socket's connections) is never used.
+		if err := os.Mkdir(dir, 0o700); err != nil {
 			return nil, nop, fmt.Errorf("listen: %w", err)
 		}
-		return l, cleanup, nil
+		return listenUnix(dir)
 	default:
-		return nil, nop, errors.New("usage: relay tcp HOST:PORT | relay unix")
+		return nil, nop, errors.New("usage: relay tcp HOST:PORT | relay unix [PATH]")
 	}
+}
+
+// relayDir checks a socket path bastion chose ("DIR/agent.sock", DIR a
+// fresh RelayDirPrefix directory in an existing directory) and returns
+// DIR.
+func relayDir(path string) (string, error) {
+	dir, name := filepath.Split(path)
+	dir = filepath.Clean(dir)
+	if !filepath.IsAbs(path) || filepath.Clean(path) != path || name != RelaySocketName ||
+		!strings.HasPrefix(filepath.Base(dir), RelayDirPrefix) || len(filepath.Base(dir)) < len(RelayDirPrefix)+16 {
+		return "", fmt.Errorf("listen %q: not a DIR/%s path with a fresh %sTOKEN directory", path, RelaySocketName, RelayDirPrefix)
+	}
+	return dir, nil
+}
+
+// listenUnix listens on the socket in dir, a directory the relay just
+// made, which it removes when the listener is done.
+func listenUnix(dir string) (net.Listener, func(), error) {
+	nop := func() {}
+	cleanup := func() { _ = os.RemoveAll(dir) }
+	// Exactly 0700: a pod's /tmp with an fsGroup is setgid, and the
+	// directory would inherit that bit.
+	if err := os.Chmod(dir, 0o700); err != nil {
+		cleanup()
+		return nil, nop, fmt.Errorf("listen: %w", err)
+	}
+	path := filepath.Join(dir, RelaySocketName)
+	l, err := net.Listen("unix", path)
+	if err == nil {
+		err = os.Chmod(path, 0o600)
+		if err != nil {
+			l.Close()
+		}
+	}
+	if err != nil {
+		cleanup()
+		return nil, nop, fmt.Errorf("listen: %w", err)
+	}
+	return l, cleanup, nil
 }
 
 type pendingConn struct {

@@ -167,3 +167,46 @@ func TestRelayRefusals(t *testing.T) {
 		}
 	}
 }
+
+// TestRelayUnixPath: with the path bastion chose, the relay makes the
+// directory itself, 0700, listens there, and refuses a directory that
+// exists already (somebody else's, made to read the connections).
+func TestRelayUnixPath(t *testing.T) {
+	parent := t.TempDir()
+	path := filepath.Join(parent, RelayDirPrefix+"0123456789abcdef0123", RelaySocketName)
+	_, out, _ := startRelay(t, "unix", path)
+	f := expectLine(t, out, "listening ")
+	if f[1] != path {
+		t.Fatalf("listening on %s, want %s", f[1], path)
+	}
+	if dst, err := os.Stat(filepath.Dir(path)); err != nil || dst.Mode().Perm() != 0o700 {
+		t.Fatalf("socket directory: %v %v", dst.Mode(), err)
+	}
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	expectLine(t, out, "accepted ")
+
+	taken := filepath.Join(parent, RelayDirPrefix+"fedcba9876543210fedc")
+	if err := os.Mkdir(taken, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{
+		filepath.Join(taken, RelaySocketName),                                // exists
+		filepath.Join(parent, RelayDirPrefix+"short", RelaySocketName),       // no token
+		filepath.Join(parent, "other-0123456789abcdef0123", RelaySocketName), // not ours
+		filepath.Join(parent, RelayDirPrefix+"0123456789abcdef0124", "x.sock"),
+		RelayDirPrefix + "0123456789abcdef0125/" + RelaySocketName, // relative
+	} {
+		_, out, done := startRelay(t, "unix", p)
+		expectLine(t, out, "error ")
+		if err := <-done; err == nil {
+			t.Errorf("relay unix %s: no error", p)
+		}
+	}
+	if ents, _ := os.ReadDir(taken); len(ents) != 0 {
+		t.Errorf("the relay wrote into a directory it did not make: %v", ents)
+	}
+}
