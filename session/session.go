@@ -107,6 +107,16 @@ type AcceptWatcher interface {
 	WatchAccept(ready func()) (arm func() error, stop func(), err error)
 }
 
+// Starting is optional for a net.Listener from Listener.Listen: its
+// address is known when Listen returns, but connections may be refused
+// until Ready returns nil (the kube backend's unix socket, whose relay
+// starts alongside the shell). Ready returns why the listener could not
+// start, or ctx's error. Owners that hand the address to a client that
+// does not retry (ssh-add) wait for Ready first.
+type Starting interface {
+	Ready(ctx context.Context) error
+}
+
 // ErrForbidden marks a Dial refused by the backend's own policy (another
 // account's namespace or pod), as opposed to one that failed.
 var ErrForbidden = errors.New("forbidden by policy")

@@ -351,6 +351,13 @@ func (c *conn) agentForward(tell func(string)) bool {
 		return true
 	}
 	l, err := bl.Listen(c.ctx, session.Request{User: c.user, Account: c.account}, "unix", "")
+	if st, ok := l.(session.Starting); ok && err == nil {
+		// ssh-add does not retry: the socket must answer before the
+		// session that gets its path starts.
+		if err = st.Ready(c.ctx); err != nil {
+			l.Close()
+		}
+	}
 	if err != nil {
 		c.log.Warn("agent forwarding failed", "err", err)
 		if msg, ok := session.UserMessage(err); ok && tell != nil {

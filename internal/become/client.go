@@ -19,6 +19,27 @@ import (
 // dialTimeout bounds connecting to bastion's socket.
 const dialTimeout = 10 * time.Second
 
+// startWait is how long become keeps trying a socket that is not there
+// yet or refuses: bastion may put the path into the shell's environment
+// before the socket listens (the kube backend starts the socket's relay
+// alongside the shell), so a become typed at once may come early.
+const startWait = 3 * time.Second
+
+// dial connects to sock, retrying for up to wait while it does not exist
+// or refuses.
+func dial(sock string, wait time.Duration) (net.Conn, error) {
+	deadline := time.Now().Add(wait)
+	pause := 20 * time.Millisecond
+	for {
+		nc, err := net.DialTimeout("unix", sock, dialTimeout)
+		if err == nil || !(errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED)) || time.Now().Add(pause).After(deadline) {
+			return nc, err
+		}
+		time.Sleep(pause)
+		pause = min(2*pause, 250*time.Millisecond)
+	}
+}
+
 // Main is the become command; args are what follows "become". It returns
 // the process's exit status: the tool session's, 128+N when a signal N
 // killed it (after the line a shell prints for such a job), 1 when
@@ -56,9 +77,9 @@ func Main(args []string, getenv func(string) string, stdin, stdout, stderr *os.F
 		return 1
 	}
 
-	nc, err := net.DialTimeout("unix", sock, dialTimeout)
+	nc, err := dial(sock, startWait)
 	if err != nil {
-		fmt.Fprintf(stderr, "become: cannot reach bastion through %s=%s (has the shell that set it ended?): %v\n", SockVar, sock, unwrapOp(err))
+		fmt.Fprintf(stderr, "become: bastion's become service is not available in this shell (%s=%s: %v); log in again to get it\n", SockVar, sock, unwrapOp(err))
 		return 1
 	}
 	defer nc.Close()

@@ -81,14 +81,54 @@ func TestClientNoSocket(t *testing.T) {
 		{"flag for a tool", []string{"-x"}, nil, 1, Usage},
 		{"not in a bastion shell", []string{"mytool"}, nil, 1, "become: not available in this session"},
 		{"nested", []string{"othertool"}, map[string]string{ToolVar: "mytool"}, 1, "become: you are already acting as tool mytool; exit to return to your own shell first"},
-		{"socket gone", []string{"mytool"}, map[string]string{SockVar: "/nonexistent/become.sock"}, 1, "become: cannot reach bastion through BASTION_BECOME_SOCK=/nonexistent/become.sock"},
+		{"socket gone", []string{"mytool"}, map[string]string{SockVar: "/nonexistent/become.sock"}, 1, "become: bastion's become service is not available in this shell (BASTION_BECOME_SOCK=/nonexistent/become.sock: "},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			start := time.Now()
 			code, _, stderr := runClient(t, tc.args, tc.env, "")
-			if code != tc.code || !strings.Contains(stderr, tc.want) {
-				t.Fatalf("status %d, stderr %q; want %d and %q", code, stderr, tc.code, tc.want)
+			if code != tc.code || !strings.Contains(stderr, tc.want) || strings.Count(stderr, "\n") != 1 {
+				t.Fatalf("status %d, stderr %q; want %d and one line with %q", code, stderr, tc.code, tc.want)
+			}
+			if took := time.Since(start); took > startWait+2*time.Second {
+				t.Errorf("took %s; the wait for the socket is bounded by %s", took, startWait)
 			}
 		})
+	}
+}
+
+// TestClientSocketLate: the socket's path may be in the environment
+// before it listens (the kube backend's relay starts alongside the
+// shell); become typed at once waits for it instead of failing.
+func TestClientSocketLate(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "become.sock")
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		time.Sleep(500 * time.Millisecond)
+		l, err := net.Listen("unix", sock)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer l.Close()
+		nc, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer nc.Close()
+		c := NewConn(nc)
+		if _, _, err := c.ReadFrame(); err != nil {
+			t.Errorf("request: %v", err)
+			return
+		}
+		c.WriteFrame(FrameReply, Reply{Message: "late but here"}.Marshal())
+	}()
+	code, _, stderr := runClient(t, []string{"mytool"}, map[string]string{SockVar: sock}, "")
+	wg.Wait()
+	if code != 1 || stderr != "become: late but here\n" {
+		t.Fatalf("status %d, stderr %q", code, stderr)
 	}
 }
 

@@ -20,6 +20,7 @@ import (
 	"k8s.io/client-go/tools/remotecommand"
 
 	"github.com/bastion-ssh/bastion/auth"
+	"github.com/bastion-ssh/bastion/integration/kubetest"
 	"github.com/bastion-ssh/bastion/session"
 	"github.com/bastion-ssh/bastion/session/kube/internal/pods"
 	"github.com/bastion-ssh/bastion/session/kube/kubeenv"
@@ -97,6 +98,61 @@ func BenchmarkPromptWarm(b *testing.B) {
 		total += prompt(b, be, u)
 	}
 	b.ReportMetric(float64(total.Microseconds())/1000/float64(b.N), "prompt-ms/op")
+}
+
+// BenchmarkPromptWarmBecome is BenchmarkPromptWarm for the login sshd
+// gives a become socket (an interactive shell of a person's own): the
+// backend listens on a unix socket in the pod, whose path goes into the
+// shell's environment, then runs the shell. The time runs from the
+// Listen to the prompt.
+func BenchmarkPromptWarmBecome(b *testing.B) {
+	e := newEnv(b)
+	cfg := e.config()
+	cfg.Pod.HelperImage = kubetest.ShellImage
+	be := e.backend(b, cfg)
+	u := benchUser(b, "warmbecome", 6005)
+	promptBecome(b, be, u) // make the pod
+	var total time.Duration
+	b.ResetTimer()
+	for range b.N {
+		total += promptBecome(b, be, u)
+	}
+	b.ReportMetric(float64(total.Microseconds())/1000/float64(b.N), "prompt-ms/op")
+}
+
+// promptBecome is prompt with a become socket, as sshd's startBecome.
+func promptBecome(b testing.TB, be *Backend, u *auth.User) time.Duration {
+	ctx, cancel := context.WithCancel(b.Context())
+	defer cancel()
+	fb := newFirstByte()
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	req := session.Request{User: u, Account: u.Account, Stdin: pr, Stdout: fb, Stderr: fb,
+		TTY: &session.TTY{Term: "xterm", Size: session.WindowSize{Cols: 80, Rows: 24}}}
+	start := time.Now()
+	l, err := be.Listen(ctx, req, "unix", "")
+	if err != nil {
+		b.Fatalf("listen: %v", err)
+	}
+	defer l.Close()
+	req.Env = map[string]string{"BASTION_BECOME_SOCK": l.Addr().String()}
+	done := make(chan error, 1)
+	go func() {
+		_, err := be.Run(ctx, req)
+		done <- err
+	}()
+	var took time.Duration
+	select {
+	case at := <-fb.at:
+		took = at.Sub(start)
+	case err := <-done:
+		b.Fatalf("the session ended before a prompt: %v", err)
+	case <-time.After(2 * time.Minute):
+		b.Fatal("no prompt within 2 minutes")
+	}
+	cancel()
+	<-done
+	return took
 }
 
 func BenchmarkPromptKubectlExec(b *testing.B) {

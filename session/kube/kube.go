@@ -55,6 +55,10 @@ type Backend struct {
 	// (which may outlive a Run), signal forwarders and port-forward
 	// readers.
 	wg sync.WaitGroup
+
+	// relayWrap, in tests, goes before the relay's argv in the pod (a
+	// relay slow to start).
+	relayWrap []string
 }
 
 // New returns a kube backend for cfg that lives until ctx ends or Close

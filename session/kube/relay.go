@@ -80,7 +80,7 @@ func (b *Backend) Listen(ctx context.Context, r session.Request, network, addres
 		if address != "" {
 			return nil, fmt.Errorf("listen unix %q: only a fresh socket (address \"\") is supported", address)
 		}
-		args = []string{"unix"}
+		args = []string{"unix", relaySocketPath()}
 	default:
 		return nil, fmt.Errorf("listen: unsupported network %q", network)
 	}
@@ -125,7 +125,17 @@ func (b *Backend) Listen(ctx context.Context, r session.Request, network, addres
 	return l, nil
 }
 
-// startRelay execs the relay in pod and waits for its first line. The
+// relaySocketPath is a fresh socket path in the pod's /tmp (an emptyDir
+// of the pod's own; see podspec.go).
+func relaySocketPath() string {
+	var raw [16]byte
+	_, _ = rand.Read(raw[:])
+	return "/tmp/" + podhelper.RelayDirPrefix + hex.EncodeToString(raw[:]) + "/" + podhelper.RelaySocketName
+}
+
+// startRelay execs the relay in pod. For a unix socket (args name its
+// path) it returns at once, and the relay's first line comes later;
+// otherwise it waits for that line, the listener's address. The
 // listener lives until life ends or it is closed; start bounds the wait.
 // It untracks u when the relay's exec is over.
 func (b *Backend) startRelay(start, life context.Context, c *pods.Client, pod *corev1.Pod, u *lifecycle.Use, inst *lifecycle.Instance, args []string) (*relayListener, error) {
@@ -133,10 +143,15 @@ func (b *Backend) startRelay(start, life context.Context, c *pods.Client, pod *c
 	_, _ = rand.Read(raw[:])
 	l := &relayListener{
 		b: b, c: c, pod: pod,
-		secret:  hex.EncodeToString(raw[:]),
-		accepts: make(chan announced, maxAcceptQueue),
-		done:    make(chan struct{}),
-		where:   pod.Namespace + "/" + pod.Name,
+		secret:    hex.EncodeToString(raw[:]),
+		accepts:   make(chan announced, maxAcceptQueue),
+		done:      make(chan struct{}),
+		listening: make(chan struct{}),
+		where:     pod.Namespace + "/" + pod.Name,
+	}
+	early := len(args) == 2 && args[0] == "unix"
+	if early {
+		l.addr, l.want = relayAddr(args[1]), args[1]
 	}
 	l.ctx, l.cancel = context.WithCancel(b.ctx)
 	l.stopLife = context.AfterFunc(life, func() { l.Close() })
@@ -148,7 +163,7 @@ func (b *Backend) startRelay(start, life context.Context, c *pods.Client, pod *c
 	outR, outW := io.Pipe()
 	var stderr limitedBuffer
 	execDone := make(chan struct{})
-	argv := append([]string{helperPath, "relay"}, args...)
+	argv := append(append(append([]string{}, b.relayWrap...), helperPath, "relay"), args...)
 	b.wg.Add(3)
 	go func() { // the exec
 		defer b.wg.Done()
@@ -195,17 +210,74 @@ func (b *Backend) startRelay(start, life context.Context, c *pods.Client, pod *c
 		defer outR.Close()
 		l.readLines(bufio.NewReaderSize(outR, podhelper.MaxRelayLine), ready)
 	}()
+	if early {
+		b.wg.Add(1)
+		go func() { // the relay's start, in the background
+			defer b.wg.Done()
+			t := time.NewTimer(relayStartTimeout)
+			defer t.Stop()
+			select {
+			case err := <-ready:
+				if err != nil {
+					l.fail(err)
+					return
+				}
+				close(l.listening)
+			case <-t.C:
+				l.fail(pods.UnavailableError(c.Project(), fmt.Errorf("start the relay in %s: no answer within %s", l.where, relayStartTimeout)))
+			case <-l.done:
+			}
+		}()
+		return l, nil
+	}
 	select {
 	case err := <-ready:
 		if err != nil {
 			l.Close()
 			return nil, err
 		}
+		close(l.listening)
 	case <-start.Done():
 		l.Close()
 		return nil, pods.UnavailableError(c.Project(), fmt.Errorf("start the relay in %s: %w", l.where, context.Cause(start)))
 	}
 	return l, nil
+}
+
+// fail closes l because its relay could not listen; Accept and Ready
+// return err from then on.
+func (l *relayListener) fail(err error) {
+	l.errMu.Lock()
+	if l.err == nil {
+		l.err = err
+	}
+	l.errMu.Unlock()
+	l.b.log.Warn("relay failed to start; its socket is not served", "pod", l.where, "socket", l.want, "err", err)
+	l.Close()
+}
+
+// closed is why l is closed.
+func (l *relayListener) closed() error {
+	l.errMu.Lock()
+	defer l.errMu.Unlock()
+	if l.err != nil {
+		return fmt.Errorf("%w (%w)", l.err, net.ErrClosed)
+	}
+	return fmt.Errorf("relay in %s: %w", l.where, net.ErrClosed)
+}
+
+// Ready waits until the relay listens: a listener whose address was
+// known before (a unix socket) refuses connections until then. It
+// returns why the relay could not listen, or ctx's error.
+func (l *relayListener) Ready(ctx context.Context) error {
+	select {
+	case <-l.listening:
+		return nil
+	case <-l.done:
+		return l.closed()
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
 }
 
 // announced is a connection the relay accepted.
@@ -223,9 +295,14 @@ type relayListener struct {
 	secret string
 	where  string // namespace/pod, for logs
 
-	addr    net.Addr // set before Listen returns
-	port    uint16   // the rendezvous port
-	accepts chan announced
+	addr      net.Addr      // set before Listen returns
+	want      string        // the socket path chosen up front, or ""
+	port      uint16        // the rendezvous port; set before listening closes
+	listening chan struct{} // closed once the relay listens
+	accepts   chan announced
+
+	errMu sync.Mutex
+	err   error // why the relay could not listen
 
 	stopLife  func() bool        // unregisters the close at the end of life
 	ctx       context.Context    // ends with Close: claims in flight stop
@@ -266,8 +343,15 @@ func (l *relayListener) readLines(r *bufio.Reader, ready chan<- error) {
 				fail(fmt.Errorf("relay in %s: bad line %q", l.where, line))
 				return
 			}
+			if l.want != "" {
+				if f[1] != l.want {
+					fail(fmt.Errorf("relay in %s: listening on %q, not %q", l.where, f[1], l.want))
+					return
+				}
+			} else {
+				l.addr = relayAddr(f[1])
+			}
 			l.port = uint16(port)
-			l.addr = relayAddr(f[1])
 			ready <- nil
 			first = false
 		case !first && len(f) == 3 && f[0] == "accepted":
@@ -313,7 +397,7 @@ func (l *relayListener) Accept() (net.Conn, error) {
 		select {
 		case a = <-l.accepts:
 		case <-l.done:
-			return nil, fmt.Errorf("relay in %s: %w", l.where, net.ErrClosed)
+			return nil, l.closed()
 		}
 		ctx, cancel := context.WithTimeout(l.ctx, relayStartTimeout)
 		fc, err := l.b.forward(ctx, l.c, l.pod, l.port)
@@ -321,7 +405,7 @@ func (l *relayListener) Accept() (net.Conn, error) {
 		if err != nil {
 			select {
 			case <-l.done:
-				return nil, fmt.Errorf("relay in %s: %w", l.where, net.ErrClosed)
+				return nil, l.closed()
 			default:
 			}
 			l.b.log.Warn("relayed connection lost: port-forward to the relay failed", "pod", l.where, "err", err)

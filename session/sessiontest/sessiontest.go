@@ -381,6 +381,11 @@ func ListenUnix(t *testing.T, h Harness) {
 	if !strings.HasPrefix(path, "/") {
 		t.Fatalf("Addr %q: want an absolute path", path)
 	}
+	if st, ok := l.(session.Starting); ok {
+		if err := st.Ready(ctx); err != nil {
+			t.Fatalf("Ready: %v", err)
+		}
+	}
 	accepted := make(chan error, 1)
 	go func() {
 		c, err := l.Accept()
