@@ -102,6 +102,22 @@
 // its rendezvous port; without the helper, Listen tells the user it needs
 // kube.pod.helper_image.
 //
+// A unix socket (agent forwarding, become typed in a shell) has a path
+// bastion chooses, /tmp/bastion-ssh-TOKEN/agent.sock with a random TOKEN,
+// and the relay makes that directory itself, mode 0700, failing if it
+// exists (so nobody can prepare it to read the connections). Listen
+// thus returns once the pod is there (a cold pod is started once, by
+// Listen, with its progress line; the shell's Run finds it running),
+// with the address known, while the relay starts in the background: the
+// listener's Ready waits for it (agent forwarding does: ssh-add does not
+// retry), and a relay that cannot start closes the listener, and Accept
+// and Ready return why. For an interactive shell's socket (become), the
+// relay's exec even waits relayDefer, until the shell's exec is set up:
+// measured on the test cluster, two execs started together slow each
+// other, and the prompt came no sooner than with the relay started
+// first. The become command retries a socket that is not there yet for
+// 3 s, then says in one line that the service is not available.
+//
 // Clusters. Each project has a cluster with its own kubeconfig (reloaded
 // when the file changes), namespace templates, image and pod settings; a
 // user's project comes from their groups or the default. When an API

@@ -51,6 +51,12 @@ const relayStartTimeout = 30 * time.Second
 // before its exec is cut.
 const relayStopGrace = 5 * time.Second
 
+// relayDefer is how long an interactive shell's relay waits before its
+// exec, so as not to compete with the shell's: longer than a warm
+// pod's time to prompt, shorter than anybody takes to type become (the
+// command retries for 3 s).
+const relayDefer = 400 * time.Millisecond
+
 // maxAcceptQueue bounds the announced connections waiting for Accept
 // (the relay bounds its own pending connections too).
 const maxAcceptQueue = 16
@@ -118,7 +124,16 @@ func (b *Backend) Listen(ctx context.Context, r session.Request, network, addres
 		b.pods.Untrack(u)
 		return nil, session.UserErrorf(errNoHelper, "your shell pod was started without bastion's helper; agent and remote forwarding work once it is replaced (log out everywhere and wait for kube.idle_timeout, or ask the operators)")
 	}
-	l, err := b.startRelay(sctx, ctx, c, pod, u, inst, args)
+	// An interactive shell's socket (become typed in the shell): its
+	// relay's exec waits until the shell's has been set up, as two
+	// execs at once slow each other (the API server's and kubelet's
+	// work, measured: the prompt came no sooner than with a relay
+	// started before the shell).
+	var after time.Duration
+	if network == "unix" && r.TTY != nil {
+		after = relayDefer
+	}
+	l, err := b.startRelay(sctx, ctx, c, pod, u, inst, args, after)
 	if err != nil {
 		return nil, err
 	}
@@ -138,7 +153,7 @@ func relaySocketPath() string {
 // otherwise it waits for that line, the listener's address. The
 // listener lives until life ends or it is closed; start bounds the wait.
 // It untracks u when the relay's exec is over.
-func (b *Backend) startRelay(start, life context.Context, c *pods.Client, pod *corev1.Pod, u *lifecycle.Use, inst *lifecycle.Instance, args []string) (*relayListener, error) {
+func (b *Backend) startRelay(start, life context.Context, c *pods.Client, pod *corev1.Pod, u *lifecycle.Use, inst *lifecycle.Instance, args []string, after time.Duration) (*relayListener, error) {
 	var raw [16]byte
 	_, _ = rand.Read(raw[:])
 	l := &relayListener{
@@ -169,7 +184,10 @@ func (b *Backend) startRelay(start, life context.Context, c *pods.Client, pod *c
 		defer b.wg.Done()
 		defer b.pods.Untrack(u)
 		defer close(execDone)
-		err := c.Exec(ectx, pod, argv, remotecommand.StreamOptions{Stdin: stdinR, Stdout: outW, Stderr: &stderr})
+		var err error
+		if after == 0 || !isClosed(l.done, after) {
+			err = c.Exec(ectx, pod, argv, remotecommand.StreamOptions{Stdin: stdinR, Stdout: outW, Stderr: &stderr})
+		}
 		if err != nil && ectx.Err() == nil {
 			b.log.Info("relay ended", "pod", l.where, "err", err, "stderr", strings.TrimSpace(stderr.String()))
 		}
