@@ -158,7 +158,7 @@ func (b *bench) caseLogin(ctx context.Context) error {
 		return err
 	}
 	b.add(&result{ID: "login", Group: "login", Title: "Login latency, `ssh host true`", Unit: "ms", Better: "lower",
-		Target: &target{On: "ratio", Op: "<=", Bound: 0.25, Text: "≤ 0.25×"}, A: a, B: bb})
+		Target: &target{On: "ratio", Op: "<=", Bound: 0.1, Text: "≤ 0.1×"}, A: a, B: bb})
 	return nil
 }
 
