@@ -12,7 +12,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -351,7 +350,7 @@ var signalName = regexp.MustCompile(`^[A-Z0-9+]{1,16}$`)
 
 // runCommand runs argv in pod, without stdin, and returns its output.
 func runCommand(ctx context.Context, c *pods.Client, pod *corev1.Pod, argv ...string) (string, error) {
-	var out limitedBuffer
+	out := pods.Output{Max: execOutputMax}
 	if err := c.Exec(ctx, pod, argv, remotecommand.StreamOptions{Stdout: &out, Stderr: &out}); err != nil {
 		return "", fmt.Errorf("%s: %w (output %q)", strings.Join(argv[:2], " "), err, out.String())
 	}
@@ -360,7 +359,7 @@ func runCommand(ctx context.Context, c *pods.Client, pod *corev1.Pod, argv ...st
 
 // runScript runs sh -c script with args in pod, without stdin.
 func runScript(ctx context.Context, c *pods.Client, pod *corev1.Pod, script string, args ...string) error {
-	var out limitedBuffer
+	out := pods.Output{Max: execOutputMax}
 	command := append([]string{"/bin/sh", "-c", script, "bastion"}, args...)
 	if err := c.Exec(ctx, pod, command, remotecommand.StreamOptions{Stdout: &out, Stderr: &out}); err != nil {
 		return fmt.Errorf("%w (output %q)", err, out.String())
@@ -368,23 +367,6 @@ func runScript(ctx context.Context, c *pods.Client, pod *corev1.Pod, script stri
 	return nil
 }
 
-// limitedBuffer keeps the first 4 KiB written to it.
-type limitedBuffer struct {
-	mu sync.Mutex
-	b  []byte
-}
-
-func (l *limitedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if room := 4096 - len(l.b); room > 0 {
-		l.b = append(l.b, p[:min(room, len(p))]...)
-	}
-	return len(p), nil
-}
-
-func (l *limitedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return string(l.b)
-}
+// execOutputMax bounds what bastion keeps of a helper exec's output (for
+// its error messages).
+const execOutputMax = 4 << 10

@@ -176,7 +176,7 @@ func (b *Backend) startRelay(start, life context.Context, c *pods.Client, pod *c
 	ectx, ecancel := context.WithCancel(b.ctx)
 	stdinR, stdinW := io.Pipe()
 	outR, outW := io.Pipe()
-	var stderr limitedBuffer
+	stderr := pods.Output{Max: execOutputMax}
 	execDone := make(chan struct{})
 	argv := append(append(append([]string{}, b.relayWrap...), helperPath, "relay"), args...)
 	b.wg.Add(3)

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -59,7 +58,7 @@ func (d Detached) Names() string {
 
 // ScanDetached lists the account's detached processes in pod.
 func ScanDetached(ctx context.Context, c *pods.Client, pod *corev1.Pod) (Detached, error) {
-	var out, errOut boundedBuffer
+	out, errOut := pods.Output{Max: 16 << 10}, pods.Output{Max: 16 << 10}
 	argv := []string{"/bin/sh", "-c", detachedScript, "bastion"}
 	if err := c.Exec(ctx, pod, argv, remotecommand.StreamOptions{Stdout: &out, Stderr: &errOut}); err != nil {
 		return Detached{}, fmt.Errorf("scan %s/%s for detached processes: %w (stderr %q)", pod.Namespace, pod.Name, err, errOut.String())
@@ -131,25 +130,4 @@ func detachedVerdict(pod *corev1.Pod, last, now time.Time, maxAge, recheck time.
 		}
 	}
 	return scanIt
-}
-
-// boundedBuffer keeps the first 16 KiB written to it.
-type boundedBuffer struct {
-	mu sync.Mutex
-	b  []byte
-}
-
-func (l *boundedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if room := 16<<10 - len(l.b); room > 0 {
-		l.b = append(l.b, p[:min(room, len(p))]...)
-	}
-	return len(p), nil
-}
-
-func (l *boundedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return string(l.b)
 }
