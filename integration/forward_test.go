@@ -129,41 +129,7 @@ func TestRemoteForward(t *testing.T) {
 	noFwd := userKey(t, dir, "nofwd")
 	s := startTrustDev(t, dir, pubKey(t, plain)+"\nno-port-forwarding "+pubKey(t, noFwd)+"\n", "")
 	echo := sessiontest.EchoServer(t) // on the client's side
-	ctlDir, err := os.MkdirTemp("", "cm")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(ctlDir)
-	ctl := filepath.Join(ctlDir, "c")
-
-	// The master connection, with -R 0:.
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	args := append([]string{"-o", "LogLevel=INFO", "-M", "-S", ctl, "-N", "-R", "0:" + echo}, s.sshOptsKey(plain)...)
-	args = append(args, "-p", s.port, s.user+"@127.0.0.1")
-	master := exec.CommandContext(ctx, "ssh", args...)
-	var mu sync.Mutex
-	var stderr bytes.Buffer
-	master.Stderr = &lockedWriter{mu: &mu, w: &stderr}
-	if err := master.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { cancel(); _ = master.Wait() }()
-	allocated := regexp.MustCompile(`Allocated port (\d+) for remote forward`)
-	var port string
-	waitFor(t, `ssh's "Allocated port N"`, 20*time.Second, func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		if m := allocated.FindStringSubmatch(stderr.String()); m != nil {
-			port = m[1]
-			return true
-		}
-		return false
-	})
-	waitFor(t, "the control socket", 10*time.Second, func() bool {
-		_, err := os.Stat(ctl)
-		return err == nil
-	})
+	ctl, port, _ := s.remoteMaster(t, plain, s.user, echo, 20*time.Second)
 	mux := func(args ...string) (string, string, int) {
 		return s.sshWith(t, nil, plain, append([]string{"-S", ctl}, args...)...)
 	}
@@ -200,4 +166,47 @@ func TestRemoteForward(t *testing.T) {
 	if code != 255 || !strings.Contains(errOut, "remote port forwarding failed") {
 		t.Errorf("no-port-forwarding: code %d, stdout %q, stderr %q", code, out, errOut)
 	}
+}
+
+// remoteMaster starts an OpenSSH ControlMaster (-M -N) as login with
+// `-R 0:echo` and returns its control socket and the port ssh reported
+// allocating ("Allocated port N"), waiting up to wait for it, and stop,
+// which ends the master and waits for it; the master and its socket's
+// directory go with the test in any case.
+func (s *server) remoteMaster(t *testing.T, key, login, echo string, wait time.Duration) (ctl, port string, stop func()) {
+	t.Helper()
+	ctlDir, err := os.MkdirTemp("", "cm") // short: a socket path has 108 bytes
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(ctlDir) })
+	ctl = filepath.Join(ctlDir, "c")
+	ctx, cancel := context.WithCancel(context.Background())
+	args := append([]string{"-o", "LogLevel=INFO", "-M", "-S", ctl, "-N", "-R", "0:" + echo}, s.sshOptsKey(key)...)
+	args = append(args, "-p", s.port, login+"@127.0.0.1")
+	master := exec.CommandContext(ctx, "ssh", args...)
+	var mu sync.Mutex
+	var stderr bytes.Buffer
+	master.Stderr = &lockedWriter{mu: &mu, w: &stderr}
+	if err := master.Start(); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	stop = sync.OnceFunc(func() { cancel(); _ = master.Wait() })
+	t.Cleanup(stop)
+	allocated := regexp.MustCompile(`Allocated port (\d+) for remote forward`)
+	waitFor(t, `ssh's "Allocated port N"`, wait, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		if m := allocated.FindStringSubmatch(stderr.String()); m != nil {
+			port = m[1]
+			return true
+		}
+		return false
+	})
+	waitFor(t, "the control socket", 10*time.Second, func() bool {
+		_, err := os.Stat(ctl)
+		return err == nil
+	})
+	return ctl, port, stop
 }

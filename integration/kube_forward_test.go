@@ -1,14 +1,7 @@
 package integration
 
 import (
-	"bytes"
-	"context"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -37,39 +30,7 @@ func TestKubeAgentAndRemoteForwarding(t *testing.T) {
 	}
 
 	echo := sessiontest.EchoServer(t) // on the client's side
-	ctlDir, err := os.MkdirTemp("", "cm")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(ctlDir)
-	ctl := filepath.Join(ctlDir, "c")
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	args := append([]string{"-o", "LogLevel=INFO", "-M", "-S", ctl, "-N", "-R", "0:" + echo}, s.sshOptsKey(key)...)
-	args = append(args, "-p", s.port, "alice@127.0.0.1")
-	master := exec.CommandContext(ctx, "ssh", args...)
-	var mu sync.Mutex
-	var stderr bytes.Buffer
-	master.Stderr = &lockedWriter{mu: &mu, w: &stderr}
-	if err := master.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { cancel(); _ = master.Wait() }()
-	allocated := regexp.MustCompile(`Allocated port (\d+) for remote forward`)
-	var port string
-	waitFor(t, `ssh's "Allocated port N"`, 60*time.Second, func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		if m := allocated.FindStringSubmatch(stderr.String()); m != nil {
-			port = m[1]
-			return true
-		}
-		return false
-	})
-	waitFor(t, "the control socket", 10*time.Second, func() bool {
-		_, err := os.Stat(ctl)
-		return err == nil
-	})
+	ctl, port, stopMaster := s.remoteMaster(t, key, "alice", echo, 60*time.Second)
 	mux := func(args ...string) (string, string, int) {
 		return s.sshAs(t, nil, key, "alice", append([]string{"-S", ctl}, args...)...)
 	}
@@ -100,8 +61,7 @@ func TestKubeAgentAndRemoteForwarding(t *testing.T) {
 		t.Errorf("the allocated port %s answers on the bastion's host, not only in the pod", port)
 	}
 	// With the connection gone, no relay is left running in the pod.
-	cancel()
-	_ = master.Wait()
+	stopMaster()
 	waitFor(t, "the relays in the pod to end", 30*time.Second, func() bool {
 		out, _, _ := w.ssh(t, s, "alice", "alice-1", "", "--", `for p in /proc/[0-9]*; do tr '\0' ' ' <$p/cmdline 2>/dev/null; echo; done | grep -c '^/.bastion/bastion-helper relay' || true`)
 		return strings.TrimSpace(out) == "0"
