@@ -10,12 +10,14 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"syscall"
 
 	"github.com/bastion-ssh/bastion/audit"
 	"github.com/bastion-ssh/bastion/auth"
 	"github.com/bastion-ssh/bastion/config"
+	"github.com/bastion-ssh/bastion/internal/memtrim"
 	"github.com/bastion-ssh/bastion/ops"
 	"github.com/bastion-ssh/bastion/sshd"
 )
@@ -150,6 +152,13 @@ func serve(cfg config.Config, load func() (config.Config, error), watched []stri
 	} else {
 		defer w.Close()
 	}
+
+	// Give the garbage of a burst of logins back once it is over
+	// (internal/memtrim); it stops with ctx, before serve returns.
+	var trim sync.WaitGroup
+	defer trim.Wait()
+	defer stop()
+	trim.Go(func() { memtrim.New(log).Run(ctx) })
 
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ctx, ln) }()
