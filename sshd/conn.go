@@ -142,6 +142,9 @@ func (c *conn) serve(parent context.Context) (loop func(done func())) {
 	c.login, c.user, c.account, c.grant = res.login, res.user, res.account, res.grant
 	c.restrict = c.grant.Restrictions
 	fp := sc.Permissions.Extensions["fp"]
+	// The ServerConn keeps its Permissions for the connection's life;
+	// their two maps (about 800 bytes) are of no use once read.
+	sc.Permissions.Extensions, sc.Permissions.ExtraData = nil, nil
 	c.log = c.log.With("user", sc.User())
 	algs := negotiated(sc)
 	ev := audit.Event{Type: audit.AuthSuccess, Conn: c.id, Remote: c.nc.RemoteAddr().String(),

@@ -150,6 +150,9 @@ func (b *Backend) readStdin(dst io.Writer, src io.Reader, done func()) {
 // forwards signals and window sizes. It returns when the process has
 // exited.
 func (b *Backend) supervise(ctx context.Context, cmd *exec.Cmd, signals <-chan session.Signal, resize <-chan session.WindowSize, setSize func(session.WindowSize)) (session.ExitStatus, error) {
+	// The process has its environment; the Cmd is kept until Wait, for
+	// as long as the session lasts, and needs it no more.
+	cmd.Env = nil
 	exited := b.exits.wait(cmd.Process.Pid)
 	pid := cmd.Process.Pid
 	var killTimer <-chan time.Time
