@@ -66,6 +66,10 @@ var (
 		"LDAP request latency by server (as configured in ldap.urls).", prometheus.DefBuckets, "server")
 	LDAPErrors = counterVec("ldap_errors_total",
 		"LDAP errors by server (as configured in ldap.urls).", "server")
+	LDAPServerUp = gaugeVec("ldap_server_up",
+		"1 while an LDAP server (as configured in ldap.urls) answers, or has not been tried yet; 0 from its failure (refused, broken, or no answer in time) until it answers an LDAP request again.", "server")
+	LDAPServerHung = gaugeVec("ldap_server_hung",
+		"1 while an LDAP server is down because it did not answer in time (it accepts connections and answers nothing: hung, or overloaded), 0 otherwise.", "server")
 	DirectoryCache = counterVec("directory_cache_total",
 		"Directory cache results: hit, miss, stale (served from cache because no server answered in time).", "result")
 )

@@ -10,7 +10,8 @@
 //     password file that are re-read when they change (tls.go), dial and
 //     per-server timeouts well inside a login's wait, broken connections
 //     replaced, and failed or hung servers tried last and by one probe at
-//     a time until they answer again;
+//     a time until they answer again (the pool also probes them itself, so
+//     that the log and bastion_ldap_server_up/_hung tell when they do);
 //   - a cache (cache.go): answers reused for cache_ttl, lookups of the same
 //     name in flight coalesced into one search, "not found" remembered
 //     briefly, and the last good answer served for stale_if_error when no

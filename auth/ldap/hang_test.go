@@ -12,6 +12,7 @@ import (
 	"github.com/bastion-ssh/bastion/auth"
 	"github.com/bastion-ssh/bastion/config"
 	"github.com/bastion-ssh/bastion/integration/slapd"
+	"github.com/bastion-ssh/bastion/ops"
 )
 
 // The tests in this file stop a real slapd with SIGSTOP: the kernel still
@@ -208,4 +209,121 @@ func TestHungFirstServerFailsOver(t *testing.T) {
 			logs.mustContain(t, "level=INFO", "answers again", "server="+a.URL)
 		})
 	}
+}
+
+// Issue 15, the chaos run on the test cluster: a server that hung and
+// continues is said to answer again (log and bastion_ldap_server_up)
+// although no lookup dials it: they are all served by a pooled
+// connection to the second server. Before the pool probed failed servers
+// itself, it stayed "down" until a pooled connection broke or idled out.
+func TestHungServerAnswersAgainWhilePooled(t *testing.T) {
+	t.Parallel()
+	a := slapd.Start(t, slapd.Options{})
+	b := slapd.Start(t, slapd.Options{})
+	names := people(t, "q", 2, a, b)
+	cfg := hangConfig(a.PasswordFile, a.URL, b.URL)
+	cfg.Timeout = time.Second
+	cfg.CacheTTL, cfg.NegativeTTL, cfg.StaleIfError = 0, 0, 0
+	cfg.PoolSize = 1 // one pooled connection: to a, then to b
+	d, logs := newDirectory(t, cfg)
+	d.pool.every = 200 * time.Millisecond
+	lookup := func(what string) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(t.Context(), config.LoginLookupBudget)
+		defer cancel()
+		if _, err := d.LookupUser(ctx, names[0]); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+	lookup("both up")
+	if up, hung := serverGauge(t, "bastion_ldap_server_up", a.URL), serverGauge(t, "bastion_ldap_server_hung", a.URL); up != 1 || hung != 0 {
+		t.Errorf("both up: server_up %v, server_hung %v for %s; want 1, 0", up, hung, a.URL)
+	}
+	a.Pause()
+	lookup("first server hung") // its pooled connection times out; b answers
+	logs.mustContain(t, "level=WARN", "does not answer", "server="+a.URL)
+	if up, hung := serverGauge(t, "bastion_ldap_server_up", a.URL), serverGauge(t, "bastion_ldap_server_hung", a.URL); up != 0 || hung != 1 {
+		t.Errorf("first server hung: server_up %v, server_hung %v; want 0, 1", up, hung)
+	}
+	if up := serverGauge(t, "bastion_ldap_server_up", b.URL); up != 1 {
+		t.Errorf("second server: server_up %v; want 1", up)
+	}
+	time.Sleep(time.Second) // probes of the hung server fail
+	if strings.Contains(logs.String(), "answers again") {
+		t.Fatalf("the log says the hung server answers again:\n%s", logs.String())
+	}
+	a.Resume()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(logs.String(), "answers again") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the first server continued; the log never said it answers again")
+		}
+		lookup("first server continued") // served by the pooled connection to b
+		time.Sleep(100 * time.Millisecond)
+	}
+	logs.mustContain(t, "level=INFO", "answers again", "server="+a.URL)
+	if up, hung := serverGauge(t, "bastion_ldap_server_up", a.URL), serverGauge(t, "bastion_ldap_server_hung", a.URL); up != 1 || hung != 0 {
+		t.Errorf("first server answers again: server_up %v, server_hung %v; want 1, 0", up, hung)
+	}
+}
+
+// Issue 15: a server that refuses connections (slapd killed) is down, not
+// hung, and up again once it is started again.
+func TestKilledServerGauges(t *testing.T) {
+	t.Parallel()
+	a := slapd.Start(t, slapd.Options{})
+	b := slapd.Start(t, slapd.Options{})
+	names := people(t, "k", 1, a, b)
+	cfg := hangConfig(a.PasswordFile, a.URL, b.URL)
+	cfg.CacheTTL, cfg.NegativeTTL, cfg.StaleIfError = 0, 0, 0
+	cfg.PoolSize = 1
+	d, logs := newDirectory(t, cfg)
+	d.pool.every = 200 * time.Millisecond
+	lookup := func(what string) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(t.Context(), config.LoginLookupBudget)
+		defer cancel()
+		t0 := time.Now()
+		if _, err := d.LookupUser(ctx, names[0]); err != nil || time.Since(t0) > 2*time.Second {
+			t.Fatalf("%s: %v after %s", what, err, time.Since(t0))
+		}
+	}
+	lookup("both up")
+	a.Kill()
+	lookup("first server killed") // the pooled connection breaks; b answers at once
+	if up, hung := serverGauge(t, "bastion_ldap_server_up", a.URL), serverGauge(t, "bastion_ldap_server_hung", a.URL); up != 0 || hung != 0 {
+		t.Errorf("first server killed: server_up %v, server_hung %v; want 0, 0", up, hung)
+	}
+	a.Restart(nil)
+	deadline := time.Now().Add(10 * time.Second)
+	for serverGauge(t, "bastion_ldap_server_up", a.URL) != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the first server started again; bastion_ldap_server_up still 0")
+		}
+		lookup("first server started again")
+		time.Sleep(100 * time.Millisecond)
+	}
+	logs.mustContain(t, "level=INFO", "answers again", "server="+a.URL)
+}
+
+// serverGauge reads gauge name{server=url} from ops.Registry (-1: none).
+func serverGauge(t testing.TB, name, url string) float64 {
+	t.Helper()
+	mfs, err := ops.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "server" && l.GetValue() == url {
+					return m.GetGauge().GetValue()
+				}
+			}
+		}
+	}
+	return -1
 }

@@ -24,6 +24,12 @@ import (
 // not answer within its timeout) is tried only after the others.
 const serverBackoff = 30 * time.Second
 
+// probeInterval is how often the pool itself tries a server that failed,
+// until it answers: lookups may never dial it again while they reuse
+// pooled connections to another server, and the log and
+// bastion_ldap_server_up must still tell when it answers again.
+const probeInterval = 5 * time.Second
+
 // server is one configured URL.
 type server struct {
 	url    string // as configured, for logs
@@ -77,11 +83,17 @@ type pool struct {
 	slots   chan struct{} // a token per connection in use
 	dials   atomic.Int64  // connections opened, for tests
 	backoff time.Duration // serverBackoff; shorter in tests
+	every   time.Duration // probeInterval; shorter in tests
 
 	mu     sync.Mutex
 	idle   []*conn
 	health []health // by server index
 	closed bool
+	// The probers' context, made by the first markDown from its
+	// lookup's (without its cancellation), cancelled by close.
+	probeCtx     context.Context
+	cancelProbes context.CancelFunc
+	probers      sync.WaitGroup
 }
 
 // health is what the pool remembers of a server that failed.
@@ -89,6 +101,8 @@ type health struct {
 	failed  bool      // failed last time, and has not answered since
 	until   time.Time // tried after the others until then
 	probing bool      // a connection attempt to it is in flight
+	prober  bool      // the pool's own prober of it runs
+	hung    bool      // its last failure was no answer in time
 	err     error     // its last failure
 }
 
@@ -103,12 +117,31 @@ type conn struct {
 }
 
 func newPool(cfg config.LDAP, servers []server, ca *caFile, log *slog.Logger) *pool {
-	return &pool{
+	p := &pool{
 		cfg: cfg, bindDN: cfg.DN(cfg.BindDN), log: log, servers: servers, ca: ca,
 		slots:   make(chan struct{}, cfg.PoolSize),
 		backoff: serverBackoff,
+		every:   probeInterval,
 		health:  make([]health, len(servers)),
 	}
+	for i := range servers {
+		p.setState(i, health{})
+	}
+	return p
+}
+
+// setState publishes server i's health: bastion_ldap_server_up and
+// bastion_ldap_server_hung.
+func (p *pool) setState(i int, h health) {
+	up, hung := 1.0, 0.0
+	if h.failed {
+		up = 0
+		if h.hung {
+			hung = 1
+		}
+	}
+	ops.LDAPServerUp.WithLabelValues(p.servers[i].url).Set(up)
+	ops.LDAPServerHung.WithLabelValues(p.servers[i].url).Set(hung)
 }
 
 // do runs fn on a connection, within cfg.Timeout per server. fn must
@@ -157,7 +190,7 @@ func (p *pool) do(ctx context.Context, fn func(context.Context, *conn) error) er
 			if !reused {
 				tried[c.server.index] = true
 			}
-			p.markDown(c.server, err, timedOut)
+			p.markDown(ctx, c.server, err, timedOut)
 		default:
 			p.log.Debug("ldap connection broken; replacing it", "server", c.server.url, "err", err)
 		}
@@ -257,13 +290,7 @@ func (p *pool) dial(ctx context.Context, skip []bool) (*conn, error) {
 		}
 		c, err := p.dialOne(ctx, s)
 		if err == nil {
-			p.mu.Lock()
-			wasDown := p.health[i].failed
-			p.health[i] = health{}
-			p.mu.Unlock()
-			if wasDown {
-				p.log.Info("ldap server answers again", "server", s.url)
-			}
+			p.answered(i)
 			return c, nil
 		}
 		p.mu.Lock()
@@ -273,12 +300,26 @@ func (p *pool) dial(ctx context.Context, skip []bool) (*conn, error) {
 		if ctx.Err() != nil {
 			break
 		}
-		p.markDown(s, err, isTimeout(err))
+		p.markDown(ctx, s, err, isTimeout(err))
 	}
 	if len(errs) == 0 {
 		return nil, errors.New("no ldap server left to try")
 	}
 	return nil, fmt.Errorf("no ldap server answered: %w", errors.Join(errs...))
+}
+
+// answered records that server i answered an LDAP request (a bind, a
+// StartTLS or a read of the root DSE): it is in good health again.
+func (p *pool) answered(i int) {
+	p.mu.Lock()
+	h := &p.health[i]
+	wasDown := h.failed
+	*h = health{prober: h.prober}
+	p.setState(i, *h)
+	p.mu.Unlock()
+	if wasDown {
+		p.log.Info("ldap server answers again", "server", p.servers[i].url)
+	}
 }
 
 // allDown tells whether every server failed and has not answered since.
@@ -311,12 +352,21 @@ func (p *pool) claim(i int) bool {
 // markDown remembers that s failed with err: it is tried after the others
 // for the backoff, by one attempt at a time. When it hung, its idle
 // connections are closed too (each would cost a timeout).
-func (p *pool) markDown(s *server, err error, hung bool) {
+func (p *pool) markDown(ctx context.Context, s *server, err error, hung bool) {
 	ops.LDAPErrors.WithLabelValues(s.url).Inc()
 	var drop []*conn
 	p.mu.Lock()
 	h := &p.health[s.index]
-	h.failed, h.until, h.err = true, time.Now().Add(p.backoff), err
+	h.failed, h.until, h.err, h.hung = true, time.Now().Add(p.backoff), err, hung
+	p.setState(s.index, *h)
+	if !h.prober && !p.closed {
+		if p.probeCtx == nil {
+			p.probeCtx, p.cancelProbes = context.WithCancel(context.WithoutCancel(ctx))
+		}
+		h.prober = true
+		p.probers.Add(1)
+		go p.probe(p.probeCtx, s.index)
+	}
 	if hung {
 		kept := p.idle[:0]
 		for _, c := range p.idle {
@@ -337,6 +387,53 @@ func (p *pool) markDown(s *server, err error, hung bool) {
 		what = "ldap server does not answer (hung?); trying the others first"
 	}
 	p.log.Warn(what, "server", s.url, "for", p.backoff.String(), "err", err)
+}
+
+// probe tries server i every p.every until it answers (or the pool is
+// closed), one connection attempt at a time with the lookups that also
+// probe it, and closes the connection it made: it is how the log and the
+// metrics learn that a failed server answers again while lookups are
+// served by pooled connections to another one.
+func (p *pool) probe(ctx context.Context, i int) {
+	defer p.probers.Done()
+	s := &p.servers[i]
+	tick := time.NewTicker(p.every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		p.mu.Lock()
+		if !p.health[i].failed { // a lookup found it answering
+			p.health[i].prober = false
+			p.mu.Unlock()
+			return
+		}
+		p.mu.Unlock()
+		if !p.claim(i) {
+			continue // a lookup is probing it now
+		}
+		c, err := p.dialOne(ctx, s)
+		if err == nil {
+			c.close()
+			p.answered(i)
+			continue // the next tick ends the prober, unless it failed again meanwhile
+		}
+		p.mu.Lock()
+		h := &p.health[i]
+		h.probing = false
+		if ctx.Err() == nil {
+			h.err, h.hung = err, isTimeout(err)
+			p.setState(i, *h)
+		}
+		p.mu.Unlock()
+		if ctx.Err() == nil {
+			ops.LDAPErrors.WithLabelValues(s.url).Inc()
+			p.log.Debug("ldap server still fails", "server", s.url, "err", err)
+		}
+	}
 }
 
 // dialOne connects, starts TLS and binds, all within DialTimeout.
@@ -469,7 +566,11 @@ func (c *conn) close() { _ = c.lc.Close() }
 func (p *pool) close() {
 	p.mu.Lock()
 	p.closed = true
+	if p.cancelProbes != nil {
+		p.cancelProbes()
+	}
 	p.mu.Unlock()
+	p.probers.Wait()
 	p.dropIdle()
 }
 
