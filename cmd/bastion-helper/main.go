@@ -24,7 +24,7 @@ commands (run by bastion through the exec API, not by people):
   run TOKEN SHELL COMMAND PIDS [NAME=VALUE...]   start a session's process and exit with its status
   hangup TOKEN                                   end a dropped session as a terminal hang-up does
   signal TOKEN SIG                               send SIG (TERM, INT...) to the session's process
-  status TOKEN                                   print "SIG CORE" if the session's process was killed by a signal
+  status TOKEN                                   print how the session's process ended: "SIG CORE", "exit 0" or "none"
   sftp-server [-R] [-d DIR] [-u UMASK]           SFTP on stdin/stdout as the invoking user
   relay tcp HOST:PORT | relay unix [PATH]        listen on bastion's behalf (ssh -R, agent forwarding)
   install DIR                                    copy this binary to DIR/bastion-helper (the pod's init container)

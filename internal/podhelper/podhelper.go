@@ -21,7 +21,8 @@ import (
 // TokenVar carries the session token in every process of the session.
 const TokenVar = "BASTION_SESSION"
 
-// statusDir is where run leaves the name of a killing signal for status.
+// statusDir is where run leaves, for status, the name of a killing signal
+// or that its process exited 0.
 var statusDir = os.TempDir()
 
 func statusPath(token string) string {
@@ -104,8 +105,24 @@ func Run(args []string, stderr io.Writer) int {
 		writeStatus(token, name+" "+core+"\n")
 		return 128 + int(ws.Signal())
 	}
+	if ws.ExitStatus() == 0 {
+		// The exec API reports a stream cut before the status (a
+		// container runtime restart) as success too: this record is how
+		// bastion tells a real exit 0 apart.
+		writeStatus(token, Exited0+"\n")
+	}
 	return ws.ExitStatus()
 }
+
+// What Status prints besides a signal's "NAME CORE".
+const (
+	// Exited0: the session's process exited with status 0.
+	Exited0 = "exit 0"
+	// NoRecord: run left nothing, so its process did not exit 0 nor die
+	// of a signal (yet): it is still running, never started, or was cut
+	// off with run itself.
+	NoRecord = "none"
+)
 
 // writeStatus leaves line for Status; a failure only costs the signal's
 // name (the backend then reports the number).
@@ -118,9 +135,10 @@ func writeStatus(token, line string) {
 	_ = f.Close()
 }
 
-// Status returns how the session's process was killed ("TERM 0": the
-// signal's name and whether it dumped core) and forgets it; "" when it was
-// not killed by a signal or is unknown.
+// Status returns how the session's process ended and forgets it: "TERM
+// 0" (killed by a signal: its name and whether it dumped core), Exited0,
+// or NoRecord; "" when run could not have left a record (its directory
+// is not writable), so nothing is known.
 func Status(token string) (string, error) {
 	if !validToken(token) {
 		return "", errors.New("bad token")
@@ -128,7 +146,10 @@ func Status(token string) (string, error) {
 	p := statusPath(token)
 	b, err := os.ReadFile(p)
 	if errors.Is(err, os.ErrNotExist) {
-		return "", nil
+		if unix.Access(statusDir, unix.W_OK) != nil {
+			return "", nil
+		}
+		return NoRecord, nil
 	}
 	if err != nil {
 		return "", err

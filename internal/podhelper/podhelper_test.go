@@ -66,12 +66,12 @@ func TestRun(t *testing.T) {
 		out, status          string
 	}{
 		{name: "env and cwd", command: `echo "$BASTION_SESSION|$FOO|$(pwd)"; exit 7`, env: []string{"FOO=bar baz"}, code: 7,
-			out: "tokrun1|bar baz|" + home + "\n"},
-		{name: "login shell", command: "", stdin: "echo $0\n", code: 0, out: "-sh\n"},
+			out: "tokrun1|bar baz|" + home + "\n", status: NoRecord},
+		{name: "login shell", command: "", stdin: "echo $0\n", code: 0, out: "-sh\n", status: Exited0},
 		{name: "TERM", command: "kill -TERM $$", code: 143, status: "TERM 0"},
 		{name: "KILL", command: "kill -KILL $$", code: 137, status: "KILL 0"},
 		{name: "VTALRM", command: "kill -VTALRM $$", code: 154, status: "VTALRM 0"},
-		{name: "exit 143 is not a signal", command: "exit 143", code: 143, status: ""},
+		{name: "exit 143 is not a signal", command: "exit 143", code: 143, status: NoRecord},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			token := "tokrun1"
@@ -88,7 +88,7 @@ func TestRun(t *testing.T) {
 			if err != nil || st != c.status {
 				t.Errorf("status %q (%v), want %q", st, err, c.status)
 			}
-			if st, _ := Status(token); st != "" {
+			if st, _ := Status(token); st != NoRecord {
 				t.Errorf("status not forgotten: %q", st)
 			}
 		})
@@ -298,4 +298,19 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// Where run cannot leave a record, status knows nothing ("") rather than
+// NoRecord, which bastion reads as a cut stream.
+func TestStatusWithoutRecordDir(t *testing.T) {
+	old := statusDir
+	t.Cleanup(func() { statusDir = old })
+	statusDir = filepath.Join(t.TempDir(), "missing")
+	if st, err := Status("tokdir1"); err != nil || st != "" {
+		t.Errorf("status %q (%v), want \"\"", st, err)
+	}
+	statusDir = t.TempDir()
+	if st, err := Status("tokdir1"); err != nil || st != NoRecord {
+		t.Errorf("status %q (%v), want %q", st, err, NoRecord)
+	}
 }

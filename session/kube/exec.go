@@ -18,6 +18,8 @@ import (
 	"k8s.io/client-go/tools/remotecommand"
 	utilexec "k8s.io/client-go/util/exec"
 
+	"github.com/bastion-ssh/bastion/internal/podhelper"
+	"github.com/bastion-ssh/bastion/ops"
 	"github.com/bastion-ssh/bastion/session"
 	"github.com/bastion-ssh/bastion/session/kube/internal/pods"
 	"github.com/bastion-ssh/bastion/session/kube/lifecycle"
@@ -235,7 +237,16 @@ func (b *Backend) execIn(ctx context.Context, c *pods.Client, pod *corev1.Pod, i
 
 	err := c.Exec(sctx, pod, sessionCommand(r, token, pids, helper), so)
 	if err == nil {
-		return session.ExitStatus{Code: 0}, nil
+		if !helper {
+			// Without the helper nothing in the pod can tell a stream
+			// cut before its status from an exit 0 (see endedWith).
+			return session.ExitStatus{Code: 0}, nil
+		}
+		st, ok := b.endedWith(sctx, c, pod, token)
+		if ok {
+			return st, nil
+		}
+		err = errStreamCut
 	}
 	var ee utilexec.ExitError
 	if errors.As(err, &ee) && sctx.Err() == nil {
@@ -264,6 +275,13 @@ func (b *Backend) execIn(ctx context.Context, c *pods.Client, pod *corev1.Pod, i
 	case ctx.Err() != nil:
 		return session.ExitStatus{Signal: "HUP"}, nil
 	case !isClosed(inst.Gone(), 2*time.Second):
+		if errors.Is(err, errStreamCut) {
+			ops.KubeAPIErrors.WithLabelValues(c.Project()).Inc()
+			b.log.Warn("a session's exec stream was cut before its exit status; the user reads that the connection was lost",
+				"pod", pod.Namespace+"/"+pod.Name)
+			return session.ExitStatus{}, session.UserErrorf(fmt.Errorf("exec in %s/%s: %w", pod.Namespace, pod.Name, err),
+				fmt.Sprintf("the connection to your shell in %s was lost; log in again", c.Project()))
+		}
 		if pods.Unavailable(err) {
 			return session.ExitStatus{}, pods.UnavailableError(c.Project(), fmt.Errorf("exec in %s/%s: %w", pod.Namespace, pod.Name, err))
 		}
@@ -273,6 +291,56 @@ func (b *Backend) execIn(ctx context.Context, c *pods.Client, pod *corev1.Pod, i
 }
 
 var errPodGone = errors.New("the pod went away")
+
+// errStreamCut: the exec's stream ended with success, but the helper has
+// no record of the process exiting 0.
+var errStreamCut = errors.New("the exec stream ended without the process's exit status")
+
+// endedWith asks the helper how the session's process ended, after its
+// exec reported success. The exec API cannot be trusted with that: the
+// API server writes Success to a WebSocket client whenever its own stream
+// to the kubelet ended without a status (a cut stream: the container
+// runtime restarting takes its streaming server down), and client-go's
+// SPDY executor returns nil for an error stream that ended empty. `bastion-helper run`
+// records an exit 0 (and a killing signal); no record means the process
+// is still running, never ran, or went with the helper, and the stream
+// was cut. ok is false then, or when the helper cannot be asked for a
+// while (the runtime is still down). A helper too old to record exits
+// (a pod made before bastion was upgraded) prints nothing: exit 0, as
+// before.
+func (b *Backend) endedWith(ctx context.Context, c *pods.Client, pod *corev1.Pod, token string) (session.ExitStatus, bool) {
+	qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), statusTimeout)
+	defer cancel()
+	backoff := 100 * time.Millisecond
+	for {
+		out, err := runCommand(qctx, c, pod, helperPath, "status", token)
+		if err == nil {
+			line := strings.TrimSpace(out)
+			switch line {
+			case "", podhelper.Exited0:
+				return session.ExitStatus{Code: 0}, true
+			case podhelper.NoRecord:
+				return session.ExitStatus{}, false
+			}
+			if st, ok := parseKilledBy(line); ok {
+				return st, true // killed, and the stream cut before its 128+N
+			}
+			b.log.Warn("unexpected answer from bastion-helper status", "pod", pod.Namespace+"/"+pod.Name, "output", line)
+			return session.ExitStatus{}, false
+		}
+		b.log.Debug("asking how a session ended", "pod", pod.Namespace+"/"+pod.Name, "err", err)
+		select {
+		case <-qctx.Done():
+			return session.ExitStatus{}, false
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, time.Second)
+	}
+}
+
+// statusTimeout bounds endedWith: long enough for a container runtime
+// that restarts to come back.
+const statusTimeout = 10 * time.Second
 
 // isClosed waits up to d for ch to close.
 func isClosed(ch <-chan struct{}, d time.Duration) bool {
