@@ -3,6 +3,7 @@ package pods
 import (
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"sync"
 	"time"
@@ -29,6 +30,7 @@ type Cluster struct {
 	burst      int
 	apiTimeout time.Duration
 	log        *slog.Logger
+	down       unreachableSince // forbidden.go
 
 	mu      sync.Mutex
 	cur     *Client
@@ -130,6 +132,9 @@ func (c *Cluster) load() (*Client, error) {
 	}
 	rc.QPS, rc.Burst = c.qps, c.burst
 	rc.UserAgent = "bastion"
+	rc.Wrap(func(rt http.RoundTripper) http.RoundTripper {
+		return &forbiddenRetry{next: rt, down: &c.down, project: c.Cfg.Name, log: c.log}
+	})
 	cs, err := kubernetes.NewForConfig(rc)
 	if err != nil {
 		return nil, fmt.Errorf("kubeconfig %s: clientset: %w", c.Cfg.Kubeconfig, err)
