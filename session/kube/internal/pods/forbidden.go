@@ -126,10 +126,13 @@ func streaming(req *http.Request) bool {
 		strings.HasSuffix(p, "/exec") || strings.HasSuffix(p, "/attach") || strings.HasSuffix(p, "/portforward")
 }
 
-// roundTrip is one request; it notes when the API server is unreachable.
+// roundTrip is one request; it notes when the API server is unreachable
+// (not from a stream's upgrade, whose round tripper also fails for an
+// upgrade refused).
 func (f *forbiddenRetry) roundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := f.next.RoundTrip(req)
 	switch {
+	case streaming(req):
 	case err != nil && req.Context().Err() == nil:
 		f.down.mark(time.Now())
 	case err == nil && (resp.StatusCode == http.StatusBadGateway || resp.StatusCode == http.StatusServiceUnavailable ||
