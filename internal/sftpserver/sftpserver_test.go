@@ -26,6 +26,12 @@ func TestMain(m *testing.M) {
 // (sftp -D: no ssh in between) with the batch commands and server flags.
 func sftpBatch(t *testing.T, dir, batch string, serverArgs ...string) (string, error) {
 	t.Helper()
+	return sftpClient(t, dir, batch, nil, serverArgs...)
+}
+
+// sftpClient is sftpBatch with arguments for the client too.
+func sftpClient(t *testing.T, dir, batch string, clientArgs []string, serverArgs ...string) (string, error) {
+	t.Helper()
 	sftp, err := exec.LookPath("sftp")
 	if err != nil {
 		t.Skip("OpenSSH's sftp client is not installed (apt-get install openssh-client)")
@@ -35,7 +41,7 @@ func sftpBatch(t *testing.T, dir, batch string, serverArgs ...string) (string, e
 		t.Fatal(err)
 	}
 	server := strings.Join(append([]string{exe}, serverArgs...), " ")
-	cmd := exec.Command(sftp, "-b", "-", "-D", server)
+	cmd := exec.Command(sftp, append(clientArgs, "-b", "-", "-D", server)...)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), serveEnv+"=1")
 	cmd.Stdin = strings.NewReader(batch)
