@@ -122,7 +122,7 @@ func (c *conn) serve(parent context.Context) (loop func(done func())) {
 	lim := c.st.Limits
 	grace := time.Now().Add(lim.LoginGraceTime)
 	_ = c.nc.SetDeadline(grace)
-	hc, stopQuickAck := withQuickAck(c.nc)
+	hc, stopQuickAck := withQuickAck(withReadAhead(c.nc))
 	hc, hello := peekHello(hc, grace)
 	sc, chans, reqs, err := ssh.NewServerConn(hc, c.serverConfig(hello))
 	stopQuickAck()

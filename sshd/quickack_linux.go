@@ -21,11 +21,11 @@ type quickAckConn struct {
 // withQuickAck wraps a TCP connection for the handshake; stop ends the
 // extra setsockopt calls once the user is authenticated.
 func withQuickAck(nc net.Conn) (conn net.Conn, stop func()) {
-	tc, ok := nc.(*net.TCPConn)
+	sc, ok := nc.(syscall.Conn) // a *net.TCPConn, or readAheadConn over one
 	if !ok {
 		return nc, func() {}
 	}
-	raw, err := tc.SyscallConn()
+	raw, err := sc.SyscallConn()
 	if err != nil {
 		return nc, func() {}
 	}
