@@ -131,6 +131,68 @@ start() {
 	echo "$! $(readlink -f "$bin")" >"$PIDS/$name.pid"
 }
 
+# restart_component NAME SIGNAL DOWN: stop recorded process NAME with
+# SIGNAL (killing it if it has not exited 60 s later), leave it down for DOWN
+# seconds, start it again exactly as it ran (binary, command line,
+# environment and working directory, read from /proc before it stops; its
+# log appended to) and wait until it is healthy and the node Ready. The
+# caller holds the lock (take_lock).
+restart_component() {
+	local name=$1 signal=$2 down=$3 pid exe cwd deadline
+	local -a argv START_ENV
+	pid_alive "$name" || die "$name is not running as recorded in $PIDS/$name.pid; is the cluster up? (integration/cluster/up)"
+	pid=$(recorded_pid "$name")
+	read -r _ exe <"$PIDS/$name.pid"
+
+	# What it ran with, before it goes.
+	mapfile -d '' argv <"/proc/$pid/cmdline"
+	mapfile -d '' START_ENV <"/proc/$pid/environ"
+	cwd=$(readlink "/proc/$pid/cwd")
+	# A stopped process (SIGSTOP) would never act on the signal.
+	kill -CONT "$pid" 2>/dev/null || true
+
+	log "stopping $name (PID $pid) with SIG$signal"
+	kill -s "$signal" "$pid"
+	deadline=$((SECONDS + 60))
+	while [[ -d /proc/$pid ]]; do
+		if ((SECONDS >= deadline)); then
+			log "$name (PID $pid) still running 60s after SIG$signal; killing it"
+			kill -KILL "$pid" 2>/dev/null || true
+			deadline=$((SECONDS + 10))
+		fi
+		sleep 0.1
+	done
+	if ((down > 0)); then
+		log "$name stays down for ${down}s"
+		sleep "$down"
+	fi
+
+	(cd "$cwd" && START_APPEND=1 start "$name" "$exe" "${argv[@]:1}")
+
+	case $name in
+	containerd)
+		wait_for "containerd is serving" 60 containerd ctr --address "$CONTAINERD_SOCK" version
+		;;
+	etcd)
+		wait_for "etcd is healthy" 60 etcd curl -fsS http://127.0.0.1:2379/health
+		;;
+	kube-apiserver)
+		wait_for "kube-apiserver is ready" 120 kube-apiserver kubectl_admin get --raw /readyz
+		;;
+	kube-controller-manager)
+		wait_for "kube-controller-manager is healthy" 60 kube-controller-manager curl -fsSk https://127.0.0.1:10257/healthz
+		;;
+	kube-scheduler)
+		wait_for "kube-scheduler is healthy" 60 kube-scheduler curl -fsSk https://127.0.0.1:10259/healthz
+		;;
+	kubelet)
+		wait_for "the kubelet is healthy" 60 kubelet curl -fsS http://127.0.0.1:10248/healthz
+		;;
+	esac
+	wait_for "node $NODE_NAME is Ready" 120 "$name" kubectl_admin wait --for=condition=Ready --timeout=2s node/"$NODE_NAME"
+	log "$name restarted (PID $(recorded_pid "$name"))"
+}
+
 # wait_for WHAT SECONDS NAME COMMAND...: run COMMAND until it succeeds, failing
 # early when process NAME has died.
 wait_for() {
