@@ -136,9 +136,10 @@ func (b *Backend) create(ctx context.Context, c *pods.Client, u *lifecycle.Use, 
 	pod := want.DeepCopy()
 	b.pods.Annotate(pod, u)
 	cl := c.Cluster()
+	fresh := false // this session made the namespace
 	for attempt := 0; ; attempt++ {
 		// The ServiceAccount must exist before a pod that names it.
-		err := ensureCredentials(ctx, c, pod.Namespace)
+		err := ensureCredentials(ctx, c, pod.Namespace, fresh)
 		if err != nil && !apierrors.IsNotFound(err) && !pods.Unavailable(err) {
 			return nil, session.UserErrorf(err, fmt.Sprintf("your shell in %s cannot be given its Kubernetes credentials; tell the operators", cl.Name()))
 		}
@@ -158,11 +159,17 @@ func (b *Backend) create(ctx context.Context, c *pods.Client, u *lifecycle.Use, 
 			if !cl.Cfg.CreateNamespaces() {
 				return nil, session.UserErrorf(err, fmt.Sprintf("there is no namespace %s for you in project %s; ask the operators to create it", pod.Namespace, cl.Name()))
 			}
-			if err := c.EnsureNamespace(ctx, pod.Namespace, b.cfg.StartTimeout); err != nil {
+			// No waiting for its default ServiceAccount: a pod with
+			// credentials names bastion's own, made next; one without
+			// waits below if the admission refuses it.
+			created, err := c.CreateNamespace(ctx, pod.Namespace)
+			if err != nil {
 				return nil, err
 			}
+			fresh = created
 		case attempt < 2 && apierrors.IsForbidden(err) && strings.Contains(err.Error(), "serviceaccount"):
-			// A namespace made moments ago has no default ServiceAccount yet.
+			// A namespace made moments ago has no default ServiceAccount
+			// yet (a pod without credentials uses it).
 			if err := c.WaitServiceAccount(ctx, pod.Namespace, b.cfg.StartTimeout); err != nil {
 				return nil, pods.APIError(cl.Name(), "wait for the default ServiceAccount", err)
 			}

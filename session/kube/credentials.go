@@ -81,15 +81,16 @@ func withCredentials(pod *corev1.Pod, container *corev1.Container, p config.Kube
 }
 
 // ensureCredentials makes the account's ServiceAccount and its
-// RoleBinding in ns, before a pod that uses them is created.
-func ensureCredentials(ctx context.Context, c *pods.Client, ns string) error {
+// RoleBinding in ns, before a pod that uses them is created; in a
+// namespace made moments ago (fresh), without looking for them first.
+func ensureCredentials(ctx context.Context, c *pods.Client, ns string, fresh bool) error {
 	p := c.Cluster().Pod
 	if p.Credentials != config.CredentialsServiceAccount {
 		return nil
 	}
-	err := c.EnsureServiceAccount(ctx, ns, credentialsSA)
+	err := c.EnsureServiceAccount(ctx, ns, credentialsSA, fresh)
 	if err == nil {
-		err = c.EnsureRoleBinding(ctx, ns, credentialsSA, credentialsSA, p.CredentialsClusterRole)
+		err = c.EnsureRoleBinding(ctx, ns, credentialsSA, credentialsSA, p.CredentialsClusterRole, fresh)
 	}
 	if apierrors.IsForbidden(err) {
 		return fmt.Errorf("kube.pod.credentials is serviceaccount: bastion needs get and create on serviceaccounts, get, create and delete on rolebindings, and bind on ClusterRole %q (kube.pod.credentials_cluster_role) in cluster %s, as in deploy/rbac/bastion.yaml: %w",

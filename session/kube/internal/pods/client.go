@@ -163,20 +163,34 @@ func (c *Client) WaitGone(ctx context.Context, pod *corev1.Pod) error {
 	})
 }
 
-// EnsureNamespace creates namespace ns, labelled as bastion's, unless it
-// exists, and waits up to timeout for its default ServiceAccount.
-func (c *Client) EnsureNamespace(ctx context.Context, ns string, timeout time.Duration) error {
-	cctx, cancel := c.bounded(ctx)
+// NamespaceObject is namespace ns as bastion makes it for project:
+// labelled as bastion's.
+func NamespaceObject(project, ns string) *corev1.Namespace {
+	return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: labels(project)}}
+}
+
+// CreateNamespace creates namespace ns (NamespaceObject) unless it exists;
+// created says whether this call made it. Its default ServiceAccount may
+// not exist yet (WaitServiceAccount).
+func (c *Client) CreateNamespace(ctx context.Context, ns string) (created bool, err error) {
+	ctx, cancel := c.bounded(ctx)
 	defer cancel()
-	_, err := c.cs.CoreV1().Namespaces().Create(cctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
-		Name:   ns,
-		Labels: map[string]string{LabelManagedBy: ManagedBy, LabelProject: c.Project()},
-	}}, metav1.CreateOptions{FieldManager: fieldManager})
-	if err != nil && !apierrors.IsAlreadyExists(err) {
-		return APIError(c.Project(), "create namespace "+ns, err)
+	_, err = c.cs.CoreV1().Namespaces().Create(ctx, NamespaceObject(c.Project(), ns), metav1.CreateOptions{FieldManager: fieldManager})
+	if apierrors.IsAlreadyExists(err) {
+		return false, nil
 	}
-	if err == nil {
-		c.cluster.log.Info("created namespace", "namespace", ns, "project", c.Project())
+	if err != nil {
+		return false, APIError(c.Project(), "create namespace "+ns, err)
+	}
+	c.cluster.log.Info("created namespace", "namespace", ns, "project", c.Project())
+	return true, nil
+}
+
+// EnsureNamespace creates namespace ns unless it exists (CreateNamespace),
+// and waits up to timeout for its default ServiceAccount.
+func (c *Client) EnsureNamespace(ctx context.Context, ns string, timeout time.Duration) error {
+	if _, err := c.CreateNamespace(ctx, ns); err != nil {
+		return err
 	}
 	if err := c.WaitServiceAccount(ctx, ns, timeout); err != nil {
 		return APIError(c.Project(), "wait for the default ServiceAccount of "+ns, err)

@@ -10,22 +10,43 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-// EnsureServiceAccount makes sure namespace ns has ServiceAccount name,
-// labelled as bastion's and without an automounted token, creating it if
-// it is missing (NotFound when the namespace itself is). One of that name
-// that bastion did not make is an error: bastion never takes over what
-// it did not create.
-func (c *Client) EnsureServiceAccount(ctx context.Context, ns, name string) error {
+// ServiceAccountObject is ServiceAccount name as bastion makes it in
+// project's namespaces: labelled as bastion's, without an automounted
+// token.
+func ServiceAccountObject(project, name string) *corev1.ServiceAccount {
+	no := false
+	return &corev1.ServiceAccount{
+		ObjectMeta:                   metav1.ObjectMeta{Name: name, Labels: labels(project)},
+		AutomountServiceAccountToken: &no,
+	}
+}
+
+// RoleBindingObject is RoleBinding name as bastion makes it in namespace
+// ns of project: ServiceAccount ns/sa (only) bound to ClusterRole role.
+func RoleBindingObject(project, ns, name, sa, role string) *rbacv1.RoleBinding {
+	return &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels(project)},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: sa, Namespace: ns}},
+	}
+}
+
+// EnsureServiceAccount makes sure namespace ns has ServiceAccount name
+// (ServiceAccountObject), creating it if it is missing (NotFound when the
+// namespace itself is). One of that name that bastion did not make is an
+// error: bastion never takes over what it did not create. In a namespace
+// made moments ago (fresh) it creates without looking first.
+func (c *Client) EnsureServiceAccount(ctx context.Context, ns, name string, fresh bool) error {
 	ctx, cancel := c.bounded(ctx)
 	defer cancel()
 	sas := c.cs.CoreV1().ServiceAccounts(ns)
-	sa, err := sas.Get(ctx, name, metav1.GetOptions{})
+	var sa *corev1.ServiceAccount
+	var err error = apierrors.NewNotFound(corev1.Resource("serviceaccounts"), name)
+	if !fresh {
+		sa, err = sas.Get(ctx, name, metav1.GetOptions{})
+	}
 	if apierrors.IsNotFound(err) {
-		no := false
-		sa, err = sas.Create(ctx, &corev1.ServiceAccount{
-			ObjectMeta:                   metav1.ObjectMeta{Name: name, Labels: c.labels()},
-			AutomountServiceAccountToken: &no,
-		}, metav1.CreateOptions{FieldManager: fieldManager})
+		sa, err = sas.Create(ctx, ServiceAccountObject(c.Project(), name), metav1.CreateOptions{FieldManager: fieldManager})
 		if err == nil {
 			c.cluster.log.Info("created ServiceAccount", "namespace", ns, "name", name, "project", c.Project())
 			return nil
@@ -44,20 +65,21 @@ func (c *Client) EnsureServiceAccount(ctx context.Context, ns, name string) erro
 }
 
 // EnsureRoleBinding makes sure namespace ns has RoleBinding name, binding
-// ServiceAccount ns/sa (only) to ClusterRole role in that namespace. A
-// RoleBinding of bastion's that binds anything else (the operator changed
-// the ClusterRole: a roleRef cannot be changed) is deleted and made anew;
-// one that bastion did not make is an error.
-func (c *Client) EnsureRoleBinding(ctx context.Context, ns, name, sa, role string) error {
-	want := &rbacv1.RoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: c.labels()},
-		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role},
-		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: sa, Namespace: ns}},
-	}
+// ServiceAccount ns/sa (only) to ClusterRole role in that namespace
+// (RoleBindingObject). A RoleBinding of bastion's that binds anything else
+// (the operator changed the ClusterRole: a roleRef cannot be changed) is
+// deleted and made anew; one that bastion did not make is an error. In a
+// namespace made moments ago (fresh) it creates without looking first.
+func (c *Client) EnsureRoleBinding(ctx context.Context, ns, name, sa, role string, fresh bool) error {
+	want := RoleBindingObject(c.Project(), ns, name, sa, role)
 	rbs := c.cs.RbacV1().RoleBindings(ns)
 	for attempt := 0; attempt < 3; attempt++ {
 		cctx, cancel := c.bounded(ctx)
-		rb, err := rbs.Get(cctx, name, metav1.GetOptions{})
+		var rb *rbacv1.RoleBinding
+		var err error = apierrors.NewNotFound(rbacv1.Resource("rolebindings"), name)
+		if !fresh || attempt > 0 {
+			rb, err = rbs.Get(cctx, name, metav1.GetOptions{})
+		}
 		switch {
 		case apierrors.IsNotFound(err):
 			_, err = rbs.Create(cctx, want, metav1.CreateOptions{FieldManager: fieldManager})
@@ -94,7 +116,8 @@ func (c *Client) EnsureRoleBinding(ctx context.Context, ns, name, sa, role strin
 	return fmt.Errorf("RoleBinding %s/%s: still changing after 3 attempts", ns, name)
 }
 
-// labels are what bastion puts on the objects it makes in a cluster.
-func (c *Client) labels() map[string]string {
-	return map[string]string{LabelManagedBy: ManagedBy, LabelProject: c.Project()}
+// labels are what bastion puts on the objects it makes in project's
+// cluster.
+func labels(project string) map[string]string {
+	return map[string]string{LabelManagedBy: ManagedBy, LabelProject: project}
 }
