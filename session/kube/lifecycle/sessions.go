@@ -250,14 +250,17 @@ func entries(pod *corev1.Pod) map[string]entry {
 }
 
 // heartbeat refreshes the annotations of the pods this replica has
-// sessions in, every interval, until ctx ends.
+// sessions in, every interval, until ctx ends. A pod whose sessions are
+// all still being set up (no Instance yet: the pod is made with their
+// count, or acquire publishes it) is left alone: in a login storm, most
+// of them do not exist yet.
 func (t *Tracker) heartbeat(ctx context.Context) {
 	pods.Every(ctx, t.cfg.HeartbeatInterval, func(ctx context.Context) {
 		t.mu.Lock()
 		var live []*Use
 		watched := map[*Use]bool{}
 		for _, u := range t.uses {
-			if u.n > 0 {
+			if u.n > 0 && u.inst != nil {
 				live = append(live, u)
 				watched[u] = u.inst != nil
 			}
