@@ -137,6 +137,14 @@ func (b *Backend) create(ctx context.Context, c *pods.Client, u *lifecycle.Use, 
 	b.pods.Annotate(pod, u)
 	cl := c.Cluster()
 	fresh := false // this session made the namespace
+	if cl.Cfg.CreateNamespaces() {
+		// Most pods are made at an account's first login, when its
+		// namespace is not there yet: make it first (AlreadyExists
+		// otherwise, one request) rather than learn that it is missing
+		// from two failed requests. An error here shows again below,
+		// where it matters.
+		fresh, _ = c.CreateNamespace(ctx, pod.Namespace)
+	}
 	for attempt := 0; ; attempt++ {
 		// The ServiceAccount must exist before a pod that names it.
 		err := ensureCredentials(ctx, c, pod.Namespace, fresh)
