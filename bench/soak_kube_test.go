@@ -45,8 +45,10 @@ var (
 type kubeSoak struct {
 	client  kubernetes.Interface
 	project string
-	toolNS  string
-	opt     soakOptions
+	// kubeconfig is bastion's identity (its ServiceAccount's token).
+	kubeconfig string
+	toolNS     string
+	opt        soakOptions
 	// chaos: pods are deleted or outlive a bastion, so the counters of
 	// one process do not add up to one pod per account.
 	chaos bool
@@ -69,6 +71,7 @@ func startKubeSoak(t *testing.T, accounts int, args ...string) *kubeSoak {
 	k := &kubeSoak{client: client, project: "soak" + hex.EncodeToString(b[:])}
 	sys := kubetest.Namespace(t, client)
 	id := kubeenv.Bastion(t, admin, client, sys, kubeenv.WithNamespaces())
+	k.kubeconfig = id.Kubeconfig
 	kubeenv.Cleanup(t, client, k.project)
 
 	// The tool every account maintains, with its echo Service: the

@@ -4,8 +4,12 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
 	"slices"
 	"strconv"
 	"strings"
@@ -15,12 +19,18 @@ import (
 
 	"golang.org/x/crypto/ssh"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/tools/remotecommand"
 
+	"github.com/bastion-ssh/bastion/auth"
+	"github.com/bastion-ssh/bastion/config"
 	"github.com/bastion-ssh/bastion/integration/kubetest"
-	"github.com/bastion-ssh/bastion/session/kube/kubeenv"
+	"github.com/bastion-ssh/bastion/session/kube"
 )
 
 var kubeStorm = flag.Int("kube.storm", 0, "TestLoginStormKube: accounts that log in at the same instant (0: skip the test)")
@@ -62,10 +72,25 @@ func stormTimes(d []time.Duration) string {
 		d[len(d)*9/10].Round(10*time.Millisecond), d[len(d)-1].Round(10*time.Millisecond))
 }
 
+// stormSummary sums up how long each took: p50, p90 and max.
+func stormSummary(d []time.Duration, unit time.Duration) string {
+	slices.Sort(d)
+	if len(d) == 0 {
+		return "none"
+	}
+	return fmt.Sprintf("p50 %s, p90 %s, max %s (%d)", d[len(d)/2].Round(unit),
+		d[len(d)*9/10].Round(unit), d[len(d)-1].Round(unit), len(d))
+}
+
 // The login storm (issue 15): N accounts log in at the same instant on
 // a cold cluster (no pod, no namespace), each running echo in its pod,
-// against the floor: the same N namespaces and pods made by raw client-go
-// (kube.qps and burst as bastion's, 50 and 100) until every pod is Ready.
+// against the floor: the very objects bastion makes (kube.ShellObjects:
+// namespace, ServiceAccount, RoleBinding, pod), made by raw client-go
+// with bastion's identity and client limits (kube.qps and burst), until
+// each pod is Ready and echo ran in it. While bastion's storm runs, one
+// more account with a warm pod logs in again and again (an interactive
+// shell, to its prompt), against a raw client-go exec of its login shell
+// in the same pod at the same moments.
 //
 //	go test -run TestLoginStormKube -timeout 30m ./bench -args -kube.storm 200
 func TestLoginStormKube(t *testing.T) {
@@ -73,11 +98,58 @@ func TestLoginStormKube(t *testing.T) {
 		t.Skip("the login storm runs with -args -kube.storm N (N accounts at once on the test cluster)")
 	}
 	n := *kubeStorm
-	k := startKubeSoak(t, n, "-sessions", "1", "-duration", "5s", "-login-rate", "0")
+	// The last account is the warm one.
+	k := startKubeSoak(t, n+1, "-sessions", "1", "-duration", "5s", "-login-rate", "0")
+	// The reference install's pods (deploy/base): bastion-helper copied
+	// from bastion's image by an init container.
+	k.opt.extraConfig = strings.Replace(k.opt.extraConfig, "    image_pull_policy: Never\n",
+		"    image_pull_policy: Never\n    helper_image: "+kubetest.ShellImage+"\n", 1)
+	// No pod is reaped while the storm runs (the floor's stay too).
+	k.opt.extraConfig = strings.Replace(k.opt.extraConfig, "idle_timeout: "+kubeSoakIdle.String(), "idle_timeout: 30m", 1)
+	if !strings.Contains(k.opt.extraConfig, "helper_image") || !strings.Contains(k.opt.extraConfig, "idle_timeout: 30m") {
+		t.Fatalf("the storm's config changes did not apply to:\n%s", k.opt.extraConfig)
+	}
+	cfg, err := config.Parse([]byte(k.opt.extraConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	be, err := kube.New(t.Context(), kube.Config{Kube: cfg.Kube, Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer be.Close()
+	users := make([]*auth.User, n+1)
+	objs := make([]kube.ShellObjects, n+1)
+	for i, name := range k.opt.accounts {
+		users[i] = &auth.User{Account: auth.Account{Name: name, UID: 61000 + i, GID: 61000 + i, Home: "/home/" + name, Shell: "/bin/sh"},
+			Groups: []string{"tools.soak"}}
+		if objs[i], err = be.ShellObjects(users[i], users[i].Account); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The floor's client: bastion's identity and client limits.
+	rc, err := clientcmd.BuildConfigFromFlags("", k.kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc.QPS, rc.Burst = cfg.Kube.QPS, cfg.Kube.Burst
+	fc, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
 	client := k.client
+	ownSel := "app.kubernetes.io/managed-by=bastion,bastion.io/project=" + k.project
+	defer func() {
+		// Nothing left: every namespace (and so every pod) bastion or
+		// the floor made goes, and the run waits for it.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(t.Context()), 10*time.Minute)
+		defer cancel()
+		if err := deleteNamespaces(ctx, client, ownSel); err != nil {
+			t.Errorf("clean-up: %v", err)
+		}
+	}()
 
-	// The floor: namespace, its default ServiceAccount, pod, Ready.
-	floorSel := "bastion.io/project=" + k.project + ",bastion.io/floor=true"
+	// The floor.
 	req, tooMany, err := apiserverRequests(t.Context(), client)
 	if err != nil {
 		t.Fatal(err)
@@ -89,7 +161,7 @@ func TestLoginStormKube(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range n {
 		wg.Go(func() {
-			err := floorPod(t.Context(), client, k.project, i)
+			err := floorLogin(t.Context(), rc, fc, objs[i])
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
@@ -106,23 +178,19 @@ func TestLoginStormKube(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(errs) > 0 {
-		t.Fatalf("raw client-go: %d of %d pods failed, first: %v", len(errs), n, errs[0])
+		t.Fatalf("raw client-go: %d of %d logins failed, first: %v", len(errs), n, errs[0])
 	}
-	t.Logf("floor (raw client-go): %d namespaces and pods Ready in %s (%s); API server: %.0f requests (%.0f/s), %.0f answered 429",
-		n, floorWall.Round(10*time.Millisecond), stormTimes(floor), req2-req, (req2-req)/floorWall.Seconds(), tooMany2-tooMany)
-	// Cold again: the floor's namespaces and pods go.
-	nss, err := client.CoreV1().Namespaces().List(t.Context(), metav1.ListOptions{LabelSelector: floorSel})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, ns := range nss.Items {
-		_ = client.CoreV1().Namespaces().Delete(t.Context(), ns.Name, metav1.DeleteOptions{})
-	}
-	wctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
+	t.Logf("floor (raw client-go, kube.qps %g, burst %d): %d namespaces, ServiceAccounts, RoleBindings and pods Ready, echo run in each, in %s (%s); API server: %.0f requests (%.0f/s), %.0f answered 429",
+		cfg.Kube.QPS, cfg.Kube.Burst, n, floorWall.Round(10*time.Millisecond), stormTimes(floor), req2-req, (req2-req)/floorWall.Seconds(), tooMany2-tooMany)
+	// Cold again: the floor's namespaces go, and the run waits until they
+	// are gone (bastion makes the same ones).
+	cstart := time.Now()
+	wctx, cancel := context.WithTimeout(t.Context(), 10*time.Minute)
 	defer cancel()
-	if err := kubeenv.WaitNoPods(wctx, client, floorSel); err != nil {
-		t.Fatalf("the floor's pods did not go: %v", err)
+	if err := deleteNamespaces(wctx, client, ownSel); err != nil {
+		t.Fatalf("the floor's namespaces did not go: %v", err)
 	}
+	t.Logf("the floor's namespaces and pods gone in %s", time.Since(cstart).Round(time.Second))
 
 	// bastion: every account logs in at once and runs echo in its pod.
 	w, err := startSoakWorld(t.Context(), k.opt, t.Logf)
@@ -130,6 +198,47 @@ func TestLoginStormKube(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer w.close(k.opt.keep)
+
+	// The warm account's pod, and its prompt on a quiet cluster.
+	warm := k.opt.accounts[n]
+	if err := loginCommand(w.srv.addr(), w.clientConfig(warm), "echo ok"); err != nil {
+		t.Fatalf("warm-up login %s: %v", warm, err)
+	}
+	warmPod, err := client.CoreV1().Pods(objs[n].Pod.Namespace).Get(t.Context(), objs[n].Pod.Name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	prompts := func(ctx context.Context, max int) (viaBastion, session, raw []time.Duration, errs []error) {
+		for i := 0; max == 0 || i < max; i++ {
+			if ctx.Err() != nil {
+				break
+			}
+			login, sess, err := sshPrompt(ctx, w.srv.addr(), w.clientConfig(warm))
+			if err != nil {
+				errs = append(errs, fmt.Errorf("bastion: %w", err))
+			} else {
+				viaBastion, session = append(viaBastion, login), append(session, sess)
+			}
+			d, err := rawPrompt(ctx, rc, fc, warmPod, users[n].Shell)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("raw exec: %w", err))
+			} else {
+				raw = append(raw, d)
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+		return
+	}
+	qb, qs, qr, qerrs := prompts(t.Context(), 10)
+	if len(qerrs) > 0 {
+		t.Fatalf("warm prompts on a quiet cluster: %v", errors.Join(qerrs...))
+	}
+	t.Logf("warm login %s, quiet cluster: to the prompt through bastion %s; from the shell request %s; raw client-go exec of %s -l %s",
+		warm, stormSummary(qb, time.Millisecond), stormSummary(qs, time.Millisecond), users[n].Shell, stormSummary(qr, time.Millisecond))
+
 	req, tooMany, err = apiserverRequests(t.Context(), client)
 	if err != nil {
 		t.Fatal(err)
@@ -142,11 +251,7 @@ func TestLoginStormKube(t *testing.T) {
 		wg.Go(func() {
 			<-gate
 			s := time.Now()
-			c, err := ssh.Dial("tcp", w.srv.addr(), w.clientConfig(k.opt.accounts[i]))
-			if err == nil {
-				err = runLoginCommand(c, "echo ok")
-				c.Close()
-			}
+			err := loginCommand(w.srv.addr(), w.clientConfig(k.opt.accounts[i]), "echo ok")
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
@@ -156,10 +261,17 @@ func TestLoginStormKube(t *testing.T) {
 			logins = append(logins, time.Since(s))
 		})
 	}
+	wctx, stopWarm := context.WithCancel(t.Context())
+	var sb, ss, sr []time.Duration
+	var serrs []error
+	var warmWG sync.WaitGroup
+	warmWG.Go(func() { sb, ss, sr, serrs = prompts(wctx, 0) })
 	start = time.Now()
 	close(gate)
 	wg.Wait()
 	wall := time.Since(start)
+	stopWarm()
+	warmWG.Wait()
 	req2, tooMany2, err = apiserverRequests(t.Context(), client)
 	if err != nil {
 		t.Fatal(err)
@@ -170,60 +282,217 @@ func TestLoginStormKube(t *testing.T) {
 	if starts > 0 {
 		t.Logf("bastion's pods: creation to Ready %.1f s on average (bastion_pod_start_duration_seconds)", startSum/starts)
 	}
-	t.Logf("bastion: %d of %d logins printed ok in %s (%s); %.0f pods created, %.0f API errors; API server: %.0f requests (%.0f/s, kube.qps 50, burst 100, as bastion's own client limit), %.0f answered 429; bastion/floor: %.2f",
+	t.Logf("bastion: %d of %d logins printed ok in %s (%s); %.0f pods created, %.0f API errors; API server: %.0f requests (%.0f/s, kube.qps %g, burst %d, as bastion's own client limit), %.0f answered 429; bastion/floor: %.2f",
 		len(logins), n, wall.Round(10*time.Millisecond), stormTimes(logins),
 		after["bastion_pods_created_total"]-before["bastion_pods_created_total"],
 		after["bastion_kube_api_errors_total"]-before["bastion_kube_api_errors_total"],
-		req2-req, (req2-req)/wall.Seconds(), tooMany2-tooMany, wall.Seconds()/floorWall.Seconds())
+		req2-req, (req2-req)/wall.Seconds(), cfg.Kube.QPS, cfg.Kube.Burst, tooMany2-tooMany, wall.Seconds()/floorWall.Seconds())
+	t.Logf("warm login %s during the storm: to the prompt through bastion %s; from the shell request %s; raw client-go exec of %s -l %s; %d failed",
+		warm, stormSummary(sb, time.Millisecond), stormSummary(ss, time.Millisecond), users[n].Shell, stormSummary(sr, time.Millisecond), len(serrs))
 	if len(errs) > 0 {
 		t.Errorf("%d of %d logins failed, first: %v", len(errs), n, errs[0])
 	}
+	if len(serrs) > 0 {
+		t.Errorf("%d warm prompts failed, first: %v", len(serrs), serrs[0])
+	}
 }
 
-// floorPod makes namespace <project>-floor-<i>, waits for its default
-// ServiceAccount, makes a pod like a shell pod and waits until it is Ready.
-func floorPod(ctx context.Context, client kubernetes.Interface, project string, i int) error {
-	name := fmt.Sprintf("%s-floor-%03d", project, i)
-	_, err := client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
-		Name:   name,
-		Labels: map[string]string{"bastion.io/project": project, "bastion.io/floor": "true", kubetest.ManagedByLabel: kubetest.ManagedBy},
-	}}, metav1.CreateOptions{})
+// loginCommand logs in and runs command.
+func loginCommand(addr string, cfg *ssh.ClientConfig, command string) error {
+	c, err := ssh.Dial("tcp", addr, cfg)
 	if err != nil {
 		return err
 	}
-	for {
-		if _, err := client.CoreV1().ServiceAccounts(name).Get(ctx, "default", metav1.GetOptions{}); err == nil {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
+	defer c.Close()
+	return runLoginCommand(c, command)
+}
+
+// floorLogin makes o's namespace, ServiceAccount, RoleBinding and pod
+// with raw client-go, as fast as it can (a create each, no look first),
+// watches the pod until it is Ready and runs echo in it.
+func floorLogin(ctx context.Context, rc *rest.Config, client kubernetes.Interface, o kube.ShellObjects) error {
+	ns := o.Pod.Namespace
+	if _, err := client.CoreV1().Namespaces().Create(ctx, o.Namespace, metav1.CreateOptions{}); err != nil {
+		return err
 	}
-	uid := int64(61000 + i)
-	no, yes := false, true
-	_, err = client.CoreV1().Pods(name).Create(ctx, &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "shell", Labels: map[string]string{"bastion.io/project": project, "bastion.io/floor": "true"}},
-		Spec: corev1.PodSpec{
-			AutomountServiceAccountToken:  &no,
-			TerminationGracePeriodSeconds: new(int64(2)),
-			SecurityContext:               &corev1.PodSecurityContext{RunAsUser: &uid, RunAsGroup: &uid, RunAsNonRoot: &yes},
-			Containers: []corev1.Container{{
-				Name: "shell", Image: kubetest.ShellImage, ImagePullPolicy: corev1.PullNever,
-				Command: []string{"sleep", "infinity"},
-				Resources: corev1.ResourceRequirements{
-					Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("1m"), corev1.ResourceMemory: resource.MustParse("16Mi")},
-					Limits:   corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("1"), corev1.ResourceMemory: resource.MustParse("256Mi")},
-				},
-			}},
-		},
-	}, metav1.CreateOptions{})
+	if _, err := client.CoreV1().ServiceAccounts(ns).Create(ctx, o.ServiceAccount, metav1.CreateOptions{}); err != nil {
+		return err
+	}
+	if _, err := client.RbacV1().RoleBindings(ns).Create(ctx, o.RoleBinding, metav1.CreateOptions{}); err != nil {
+		return err
+	}
+	pod, err := client.CoreV1().Pods(ns).Create(ctx, o.Pod, metav1.CreateOptions{})
 	if err != nil {
 		return err
 	}
 	wctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
-	_, err = kubetest.WaitForPod(wctx, client, name, "shell", kubetest.PodReady)
-	return err
+	wi, err := client.CoreV1().Pods(ns).Watch(wctx, metav1.ListOptions{
+		FieldSelector: fields.OneTermEqualSelector("metadata.name", pod.Name).String(), ResourceVersion: pod.ResourceVersion})
+	if err != nil {
+		return err
+	}
+	defer wi.Stop()
+	for ready := false; !ready; {
+		select {
+		case <-wctx.Done():
+			return fmt.Errorf("pod %s/%s not Ready: %w", ns, pod.Name, wctx.Err())
+		case ev, ok := <-wi.ResultChan():
+			if !ok {
+				return fmt.Errorf("pod %s/%s: the watch ended", ns, pod.Name)
+			}
+			if p, isPod := ev.Object.(*corev1.Pod); isPod {
+				pod = p
+				if ready, err = kubetest.PodReady(p); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	var out bytes.Buffer
+	if err := rawExec(ctx, rc, client, pod, []string{"echo", "ok"}, nil, &out, false); err != nil {
+		return fmt.Errorf("exec echo in %s/%s: %w", ns, pod.Name, err)
+	}
+	if out.String() != "ok\n" {
+		return fmt.Errorf("exec echo in %s/%s printed %q", ns, pod.Name, out.String())
+	}
+	return nil
+}
+
+// rawExec runs command in pod's shell container over client-go's
+// WebSocket executor.
+func rawExec(ctx context.Context, rc *rest.Config, client kubernetes.Interface, pod *corev1.Pod, command []string, stdin io.Reader, stdout io.Writer, tty bool) error {
+	u := client.CoreV1().RESTClient().Post().Resource("pods").Namespace(pod.Namespace).Name(pod.Name).SubResource("exec").
+		VersionedParams(&corev1.PodExecOptions{Container: pod.Spec.Containers[0].Name, Command: command,
+			Stdin: stdin != nil, Stdout: true, Stderr: !tty, TTY: tty}, scheme.ParameterCodec).URL()
+	ex, err := remotecommand.NewWebSocketExecutor(rc, http.MethodGet, u.String())
+	if err != nil {
+		return err
+	}
+	so := remotecommand.StreamOptions{Stdin: stdin, Stdout: stdout, Tty: tty}
+	if !tty {
+		so.Stderr = io.Discard
+	}
+	return ex.StreamWithContext(ctx, so)
+}
+
+// firstOutput signals the first write.
+type firstOutput struct {
+	once sync.Once
+	at   chan time.Time
+}
+
+func newFirstOutput() *firstOutput { return &firstOutput{at: make(chan time.Time, 1)} }
+
+func (f *firstOutput) Write(p []byte) (int, error) {
+	if len(p) > 0 {
+		f.once.Do(func() { f.at <- time.Now() })
+	}
+	return len(p), nil
+}
+
+// sshPrompt logs in with an interactive shell and returns the time to
+// its first output (the prompt): from the dial, and from the shell
+// request. It then types exit.
+func sshPrompt(ctx context.Context, addr string, cfg *ssh.ClientConfig) (login, shell time.Duration, err error) {
+	start := time.Now()
+	c, err := ssh.Dial("tcp", addr, cfg)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer c.Close()
+	s, err := c.NewSession()
+	if err != nil {
+		return 0, 0, err
+	}
+	defer s.Close()
+	fo := newFirstOutput()
+	s.Stdout, s.Stderr = fo, io.Discard
+	in, err := s.StdinPipe()
+	if err != nil {
+		return 0, 0, err
+	}
+	if err := s.RequestPty("xterm", 24, 80, ssh.TerminalModes{}); err != nil {
+		return 0, 0, err
+	}
+	sh := time.Now()
+	if err := s.Shell(); err != nil {
+		return 0, 0, err
+	}
+	select {
+	case at := <-fo.at:
+		login, shell = at.Sub(start), at.Sub(sh)
+	case <-time.After(time.Minute):
+		return 0, 0, errors.New("no prompt within a minute")
+	case <-ctx.Done():
+		return 0, 0, ctx.Err()
+	}
+	_, _ = io.WriteString(in, "exit\n")
+	done := make(chan error, 1)
+	go func() { done <- s.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		c.Close()
+		<-done
+	}
+	return login, shell, nil
+}
+
+// rawPrompt is sshPrompt's floor: client-go execs shell -l with a TTY in
+// pod and returns the time to its first output; then it types exit.
+func rawPrompt(ctx context.Context, rc *rest.Config, client kubernetes.Interface, pod *corev1.Pod, shell string) (time.Duration, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	fo := newFirstOutput()
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() { done <- rawExec(ctx, rc, client, pod, []string{shell, "-l"}, pr, fo, true) }()
+	var took time.Duration
+	select {
+	case at := <-fo.at:
+		took = at.Sub(start)
+	case err := <-done:
+		return 0, fmt.Errorf("the exec ended before a prompt: %v", err)
+	case <-time.After(time.Minute):
+		cancel()
+		<-done
+		return 0, errors.New("no prompt within a minute")
+	}
+	_, _ = io.WriteString(pw, "exit\r")
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		cancel()
+		<-done
+	}
+	return took, nil
+}
+
+// deleteNamespaces deletes the namespaces selector selects and waits
+// until they (and so their pods) are gone.
+func deleteNamespaces(ctx context.Context, client kubernetes.Interface, selector string) error {
+	for {
+		list, err := client.CoreV1().Namespaces().List(ctx, metav1.ListOptions{LabelSelector: selector})
+		if err != nil {
+			return err
+		}
+		if len(list.Items) == 0 {
+			return nil
+		}
+		for _, ns := range list.Items {
+			if ns.DeletionTimestamp == nil {
+				if err := client.CoreV1().Namespaces().Delete(ctx, ns.Name, metav1.DeleteOptions{}); err != nil {
+					return fmt.Errorf("delete namespace %s: %w", ns.Name, err)
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%d namespaces still there: %w", len(list.Items), ctx.Err())
+		case <-time.After(2 * time.Second):
+		}
+	}
 }
