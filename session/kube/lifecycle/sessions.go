@@ -11,7 +11,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/bastion-ssh/bastion/audit"
@@ -255,28 +254,22 @@ func entries(pod *corev1.Pod) map[string]entry {
 // count, or acquire publishes it) is left alone: in a login storm, most
 // of them do not exist yet.
 func (t *Tracker) heartbeat(ctx context.Context) {
-	pods.Every(ctx, t.cfg.HeartbeatInterval, func(ctx context.Context) {
-		t.mu.Lock()
-		var live []*Use
-		watched := map[*Use]bool{}
-		for _, u := range t.uses {
-			if u.n > 0 && u.inst != nil {
-				live = append(live, u)
-				watched[u] = u.inst != nil
-			}
+	pods.Every(ctx, t.cfg.HeartbeatInterval, t.heartbeatOnce)
+}
+
+// heartbeatOnce is one round of the heartbeat.
+func (t *Tracker) heartbeatOnce(ctx context.Context) {
+	t.mu.Lock()
+	var live []*Use
+	for _, u := range t.uses {
+		if u.n > 0 && u.inst != nil {
+			live = append(live, u)
 		}
-		t.mu.Unlock()
-		for _, u := range live {
-			_, err := t.Publish(ctx, u)
-			switch {
-			case err == nil:
-			case apierrors.IsNotFound(err) && !watched[u]:
-				// The session is still making its pod: the count goes
-				// on the pod as it is created (Annotate).
-				t.cfg.Log.Debug("session heartbeat: the pod is not made yet", "pod", u.key)
-			default:
-				t.cfg.Log.Warn("session heartbeat failed", "pod", u.key, "err", err)
-			}
+	}
+	t.mu.Unlock()
+	for _, u := range live {
+		if _, err := t.Publish(ctx, u); err != nil {
+			t.cfg.Log.Warn("session heartbeat failed", "pod", u.key, "err", err)
 		}
-	})
+	}
 }
