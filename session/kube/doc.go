@@ -41,8 +41,15 @@
 // credentials: none the pod is exactly what it was before credentials
 // existed (the golden files say so).
 //
-// Start-up. A new pod is watched (never polled) until it is ready; an
-// interactive session shows a progress line meanwhile. A pod that can
+// Start-up. A first login costs few API requests, as a login storm
+// spends them against kube.qps: with namespace.create, the namespace is
+// created first (AlreadyExists when it is there), and in a namespace
+// just made the ServiceAccount and RoleBinding are created without a look
+// first; nothing waits for the namespace's default ServiceAccount unless
+// the admission asks for it (credentials: none). ShellObjects returns
+// those objects, for the login storm's raw client-go floor (bench). A
+// new pod is watched (never polled) until it is ready; an interactive
+// session shows a progress line meanwhile. A pod that can
 // never start (image not available, config error, crash loop,
 // unschedulable) or does not start within the start timeout is reported
 // to the user in one line, logged with its full status, counted by reason
