@@ -61,7 +61,11 @@ type Kube struct {
 	// APITimeout bounds each API request (not exec or port-forward
 	// streams, nor watches).
 	APITimeout time.Duration `yaml:"api_timeout"`
-	// QPS and Burst are client-go's rate limit, per cluster.
+	// QPS and Burst are client-go's rate limit, per cluster and for each
+	// of its two clients: the one that starts pods (and makes their
+	// namespace, ServiceAccount and RoleBinding), and the one for
+	// everything else (sessions, heartbeat, sweep), so that a login storm
+	// never queues the requests of sessions in running pods.
 	QPS   float32 `yaml:"qps"`
 	Burst int     `yaml:"burst"`
 	// ClusterDomain is the clusters' DNS domain, for Service names in

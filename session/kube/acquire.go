@@ -214,7 +214,7 @@ func (b *Backend) waitReady(ctx context.Context, c *pods.Client, pod *corev1.Pod
 	}
 	done, err := check(pod)
 	if !done && err == nil {
-		err = c.Watch(wctx, pod.Namespace, pod.Name, pod.ResourceVersion, func(ev watch.Event) (bool, error) {
+		err = c.WatchStart(wctx, pod.Namespace, pod.Name, pod.ResourceVersion, func(ev watch.Event) (bool, error) {
 			if ev.Type == watch.Deleted {
 				return false, session.UserErrorf(nil, fmt.Sprintf("your shell in %s was deleted while it was starting; try again", project))
 			}

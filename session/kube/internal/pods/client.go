@@ -32,6 +32,12 @@ const fieldManager = "bastion"
 type Client struct {
 	cluster *Cluster
 	cs      kubernetes.Interface
+	// start makes pods and what they need (namespace, ServiceAccount,
+	// RoleBinding) and watches them start, with a rate limiter of its
+	// own (kube.qps and burst, as cs's): a login storm's creations queue
+	// behind one another, never in front of the requests of sessions in
+	// running pods.
+	start   kubernetes.Interface
 	rest    *rest.Config
 	timeout time.Duration // each request's (kube.api_timeout)
 }
@@ -58,7 +64,7 @@ func (c *Client) Get(ctx context.Context, ns, name string) (*corev1.Pod, error) 
 func (c *Client) Create(ctx context.Context, pod *corev1.Pod) (*corev1.Pod, error) {
 	ctx, cancel := c.bounded(ctx)
 	defer cancel()
-	return c.cs.CoreV1().Pods(pod.Namespace).Create(ctx, pod, metav1.CreateOptions{FieldManager: fieldManager})
+	return c.start.CoreV1().Pods(pod.Namespace).Create(ctx, pod, metav1.CreateOptions{FieldManager: fieldManager})
 }
 
 // Patch applies a JSON merge patch to pod ns/name and returns the pod.
@@ -117,9 +123,18 @@ func (c *Client) Delete(ctx context.Context, pod *corev1.Pod, how Deletion) erro
 // or an error, or ctx ends. It reconnects across watch failures (a
 // RetryWatcher) and never lists.
 func (c *Client) Watch(ctx context.Context, ns, name, rv string, fn func(watch.Event) (bool, error)) error {
+	return c.watch(ctx, c.cs, ns, name, rv, fn)
+}
+
+// WatchStart is Watch for a pod that is starting, on the start-up client.
+func (c *Client) WatchStart(ctx context.Context, ns, name, rv string, fn func(watch.Event) (bool, error)) error {
+	return c.watch(ctx, c.start, ns, name, rv, fn)
+}
+
+func (c *Client) watch(ctx context.Context, cs kubernetes.Interface, ns, name, rv string, fn func(watch.Event) (bool, error)) error {
 	lw := &cache.ListWatch{WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
 		o.FieldSelector = fields.OneTermEqualSelector("metadata.name", name).String()
-		return c.cs.CoreV1().Pods(ns).Watch(ctx, o)
+		return cs.CoreV1().Pods(ns).Watch(ctx, o)
 	}}
 	w, err := watchtools.NewRetryWatcherWithContext(ctx, rv, lw)
 	if err != nil {
@@ -175,7 +190,7 @@ func NamespaceObject(project, ns string) *corev1.Namespace {
 func (c *Client) CreateNamespace(ctx context.Context, ns string) (created bool, err error) {
 	ctx, cancel := c.bounded(ctx)
 	defer cancel()
-	_, err = c.cs.CoreV1().Namespaces().Create(ctx, NamespaceObject(c.Project(), ns), metav1.CreateOptions{FieldManager: fieldManager})
+	_, err = c.start.CoreV1().Namespaces().Create(ctx, NamespaceObject(c.Project(), ns), metav1.CreateOptions{FieldManager: fieldManager})
 	if apierrors.IsAlreadyExists(err) {
 		return false, nil
 	}
@@ -203,7 +218,7 @@ func (c *Client) EnsureNamespace(ctx context.Context, ns string, timeout time.Du
 func (c *Client) WaitServiceAccount(ctx context.Context, ns string, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	lw := cache.NewListWatchFromClient(c.cs.CoreV1().RESTClient(), "serviceaccounts", ns, fields.OneTermEqualSelector("metadata.name", "default"))
+	lw := cache.NewListWatchFromClient(c.start.CoreV1().RESTClient(), "serviceaccounts", ns, fields.OneTermEqualSelector("metadata.name", "default"))
 	_, err := watchtools.UntilWithSync(ctx, lw, &corev1.ServiceAccount{}, func(store cache.Store) (bool, error) {
 		_, exists, err := store.GetByKey(ns + "/default")
 		return exists, err

@@ -53,7 +53,7 @@ func (c *Cluster) Name() string { return c.Cfg.Name }
 func (c *Cluster) UseClient(cs kubernetes.Interface) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.cur, c.fixed = &Client{cluster: c, cs: cs, rest: &rest.Config{}, timeout: c.apiTimeout}, true
+	c.cur, c.fixed = &Client{cluster: c, cs: cs, start: cs, rest: &rest.Config{}, timeout: c.apiTimeout}, true
 }
 
 // Client returns the current client, reloading the kubeconfig first if
@@ -139,5 +139,10 @@ func (c *Cluster) load() (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kubeconfig %s: clientset: %w", c.Cfg.Kubeconfig, err)
 	}
-	return &Client{cluster: c, cs: cs, rest: rc, timeout: c.apiTimeout}, nil
+	// The start-up client: the same limits, its own limiter (Client.start).
+	start, err := kubernetes.NewForConfig(rest.CopyConfig(rc))
+	if err != nil {
+		return nil, fmt.Errorf("kubeconfig %s: clientset: %w", c.Cfg.Kubeconfig, err)
+	}
+	return &Client{cluster: c, cs: cs, start: start, rest: rc, timeout: c.apiTimeout}, nil
 }

@@ -39,7 +39,7 @@ func RoleBindingObject(project, ns, name, sa, role string) *rbacv1.RoleBinding {
 func (c *Client) EnsureServiceAccount(ctx context.Context, ns, name string, fresh bool) error {
 	ctx, cancel := c.bounded(ctx)
 	defer cancel()
-	sas := c.cs.CoreV1().ServiceAccounts(ns)
+	sas := c.start.CoreV1().ServiceAccounts(ns)
 	var sa *corev1.ServiceAccount
 	var err error = apierrors.NewNotFound(corev1.Resource("serviceaccounts"), name)
 	if !fresh {
@@ -72,7 +72,7 @@ func (c *Client) EnsureServiceAccount(ctx context.Context, ns, name string, fres
 // namespace made moments ago (fresh) it creates without looking first.
 func (c *Client) EnsureRoleBinding(ctx context.Context, ns, name, sa, role string, fresh bool) error {
 	want := RoleBindingObject(c.Project(), ns, name, sa, role)
-	rbs := c.cs.RbacV1().RoleBindings(ns)
+	rbs := c.start.RbacV1().RoleBindings(ns)
 	for attempt := 0; attempt < 3; attempt++ {
 		cctx, cancel := c.bounded(ctx)
 		var rb *rbacv1.RoleBinding
