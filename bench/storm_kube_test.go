@@ -213,16 +213,23 @@ func TestLoginStormKube(t *testing.T) {
 			if ctx.Err() != nil {
 				break
 			}
+			// A prompt cut short by the end of the storm is no sample.
 			login, sess, err := sshPrompt(ctx, w.srv.addr(), w.clientConfig(warm))
-			if err != nil {
+			switch {
+			case ctx.Err() != nil:
+				return
+			case err != nil:
 				errs = append(errs, fmt.Errorf("bastion: %w", err))
-			} else {
+			default:
 				viaBastion, session = append(viaBastion, login), append(session, sess)
 			}
 			d, err := rawPrompt(ctx, rc, fc, warmPod, users[n].Shell)
-			if err != nil {
+			switch {
+			case ctx.Err() != nil:
+				return
+			case err != nil:
 				errs = append(errs, fmt.Errorf("raw exec: %w", err))
-			} else {
+			default:
 				raw = append(raw, d)
 			}
 			select {
