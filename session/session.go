@@ -80,6 +80,24 @@ type Backend interface {
 	Dial(ctx context.Context, r Request, network, address string) (net.Conn, error)
 }
 
+// Starter is optional for a Backend: Start does what Run does, but
+// returns as soon as the process has started (or failed to), and done
+// runs once, later and on a goroutine of the backend's, with what Run
+// would have returned; it is not called when Start returns an error. The
+// caller then parks no goroutine for as long as the process lives (an
+// idle shell can last for days). Signals and window changes go to the
+// returned Process: Start does not read r.Signals or r.TTY.Resize.
+type Starter interface {
+	Start(ctx context.Context, r Request, done func(ExitStatus, error)) (Process, error)
+}
+
+// Process is a process started by Starter.Start. Its methods must not
+// block, and do nothing once the process has exited.
+type Process interface {
+	Signal(Signal)
+	Resize(WindowSize)
+}
+
 // Listener is implemented by backends that can accept connections on an
 // account's behalf: ssh -R, agent forwarding, become typed in the shell.
 //

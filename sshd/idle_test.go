@@ -60,13 +60,14 @@ func serverGoroutines(t testing.TB) (n int, stacks string) {
 // as the session lasts): x/crypto's three per connection (readLoop,
 // kexLoop, mux.loop), and bastion's own, which must stay at most
 // maxOwn per connection with one pty shell: the connection's loop (which
-// also serves the session's requests), the process wait and the stdin
-// copier. The pty's output and the become socket's connections get a
-// goroutine only while there is something to do (session/local's
-// ptyOutput, session.AcceptWatcher).
+// also serves the session's requests) and the stdin copier. The pty's
+// output and the become socket's connections get a goroutine only while
+// there is something to do (session/local's ptyOutput,
+// session.AcceptWatcher), and nothing waits for the process (the local
+// backend is a session.Starter).
 func TestIdleShellGoroutines(t *testing.T) {
 	const sessions = 20
-	const maxOwn = 3
+	const maxOwn = 2
 	f := newFixture(t, nil)
 	// A first session starts what all share (the backend's exit watcher).
 	warm := f.dial(t, f.user)

@@ -43,6 +43,12 @@ type sessionChan struct {
 	resize    chan session.WindowSize
 	signals   chan session.Signal
 
+	// proc is the process of a session.Starter backend once it runs;
+	// until then (and with other backends) signals and window changes
+	// go through the channels above.
+	procMu sync.Mutex
+	proc   session.Process
+
 	isPTY   bool
 	writeMu sync.Mutex // serializes tell with itself and with finish's EOF
 
@@ -160,11 +166,7 @@ func (s *sessionChan) request(req *ssh.Request) (started bool, slow func()) {
 	case "signal":
 		name, err := parseSignal(req.Payload)
 		if err == nil && s.started {
-			select {
-			case s.signals <- session.Signal(name):
-				ok = true
-			default:
-			}
+			ok = s.sendSignal(session.Signal(name))
 		}
 	case "shell", "exec", "subsystem":
 		if s.started {
@@ -197,17 +199,21 @@ func (s *sessionChan) request(req *ssh.Request) (started bool, slow func()) {
 		}
 		s.pending.Add(1)
 		go func() {
-			wait := s.run(s.ctx, kind, command, original)
-			if wait == nil {
+			wait, started := s.run(s.ctx, kind, command, original)
+			switch {
+			case wait == nil:
 				s.done()
-				return
+			case started:
+				// A session.Starter backend: nothing waits for the
+				// process; the backend reports its end (see run).
+			default:
+				// The wait for the process gets a fresh goroutine
+				// (see run); this one ends here.
+				go func() {
+					defer s.done()
+					wait()
+				}()
 			}
-			// The wait for the process gets a fresh goroutine
-			// (see run); this one ends here.
-			go func() {
-				defer s.done()
-				wait()
-			}()
 		}()
 		return true, nil
 	case "x11-req":
@@ -235,6 +241,12 @@ func (s *sessionChan) sendResize(ws session.WindowSize) {
 	if rec := s.rec.Load(); rec != nil {
 		rec.Resize(int(ws.Cols), int(ws.Rows))
 	}
+	s.procMu.Lock()
+	defer s.procMu.Unlock()
+	if s.proc != nil {
+		s.proc.Resize(ws)
+		return
+	}
 	for {
 		select {
 		case s.resize <- ws:
@@ -245,6 +257,22 @@ func (s *sessionChan) sendResize(ws session.WindowSize) {
 		case <-s.resize:
 		default:
 		}
+	}
+}
+
+// sendSignal passes a signal on; false when too many wait already.
+func (s *sessionChan) sendSignal(sig session.Signal) bool {
+	s.procMu.Lock()
+	defer s.procMu.Unlock()
+	if s.proc != nil {
+		s.proc.Signal(sig)
+		return true
+	}
+	select {
+	case s.signals <- sig:
+		return true
+	default:
+		return false
 	}
 }
 
@@ -400,14 +428,19 @@ func (c *conn) becomeAccount(ctx context.Context, log *slog.Logger, tool, cmd, v
 // at a GC, and the wait for an idle shell lasts as long as the session.
 // On a fresh goroutine the wait parks with a 4 KiB stack (measured with
 // 327 idle shells).
-func (s *sessionChan) run(ctx context.Context, kind, command string, original *string) (wait func()) {
+//
+// With a session.Starter backend (the local one), run starts the process
+// itself and returns started: no goroutine waits for it, the backend
+// reports its end, and s.done runs then. That saves an idle shell the
+// 4 KiB stack above.
+func (s *sessionChan) run(ctx context.Context, kind, command string, original *string) (wait func(), started bool) {
 	c := s.c
 	start := time.Now()
 	acct, command, tool, err := s.resolveAccount(ctx, kind, command)
 	if err != nil {
 		s.tell(err.Error())
 		s.finish(session.ExitStatus{Code: 1}, true)
-		return nil
+		return nil, false
 	}
 	env := make(map[string]string, len(s.env)+4)
 	for k, v := range s.env {
@@ -466,11 +499,49 @@ func (s *sessionChan) run(ctx context.Context, kind, command string, original *s
 	ops.SessionsActive.WithLabelValues(backend, kind).Inc()
 	c.srv.audit.Emit(audit.Event{Type: audit.SessionStart, Conn: c.id, User: c.login.User, Account: acct.Name,
 		Kind: kind, Command: audit.Str(command), OriginalCommand: original, Recording: recPath})
+	if starter, ok := c.srv.backend.(session.Starter); ok {
+		s.start(ctx, starter, req, func(st session.ExitStatus, err error) {
+			if bs != nil {
+				bs.stop(errors.New("the shell that started it ended"))
+			}
+			s.ended(ctx, req, log, start, kind, original, st, err)
+			if rec != nil {
+				rec.Close()
+			}
+			s.done()
+		})
+		return func() {}, true
+	}
 	return func() {
 		if rec != nil {
 			defer rec.Close()
 		}
 		s.wait(ctx, req, log, start, kind, original, bs)
+	}, false
+}
+
+// start starts the process with a session.Starter backend; done runs
+// when it has ended (or could not start). Signals and window changes
+// that came while it started are passed on, the later ones go to the
+// process directly (sendSignal, sendResize).
+func (s *sessionChan) start(ctx context.Context, starter session.Starter, req session.Request, done func(session.ExitStatus, error)) {
+	p, err := starter.Start(ctx, req, done)
+	if err != nil {
+		done(session.ExitStatus{}, err)
+		return
+	}
+	s.procMu.Lock()
+	defer s.procMu.Unlock()
+	s.proc = p
+	for {
+		select {
+		case ws := <-s.resize:
+			p.Resize(ws)
+		case sig := <-s.signals:
+			p.Signal(sig)
+		default:
+			return
+		}
 	}
 }
 

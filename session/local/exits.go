@@ -26,38 +26,64 @@ type exitWatcher struct {
 }
 
 // watch is what an event on a descriptor does: a pidfd's closes exited
-// (and the pidfd is closed and forgotten); a readable descriptor's calls
-// ready, once per arming (EPOLLONESHOT).
+// or calls onExit (and the pidfd is closed and forgotten); a readable
+// descriptor's calls ready, once per arming (EPOLLONESHOT).
 type watch struct {
 	exited chan struct{}
+	onExit func()
+	pid    int // with onExit
 	ready  func()
 	token  *byte // tells this watch from a later one on the same descriptor number
 }
+
+func (wt watch) isExit() bool { return wt.exited != nil || wt.onExit != nil }
 
 // wait returns a channel that is closed once pid has exited (it is not
 // reaped: cmd.Wait does that). Without epoll or pidfds it falls back to a
 // goroutine per process (waitExit).
 func (w *exitWatcher) wait(pid int) <-chan struct{} {
+	ch := make(chan struct{})
+	if !w.add(pid, watch{exited: ch}) {
+		return waitExit(pid)
+	}
+	return ch
+}
+
+// onExit calls f once pid has exited (not reaped), on the watcher's
+// goroutine (f must not block). Without epoll or pidfds, and for the
+// processes still running when the watcher closes, a goroutine waits
+// (waitExit).
+func (w *exitWatcher) onExit(pid int, f func()) {
+	if !w.add(pid, watch{onExit: f, pid: pid}) {
+		ch := waitExit(pid)
+		go func() {
+			<-ch
+			f()
+		}()
+	}
+}
+
+// add puts pid's pidfd into the epoll set with wt; false when it cannot.
+func (w *exitWatcher) add(pid int, wt watch) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if !w.startLocked() {
-		return waitExit(pid)
+		return false
 	}
 	fd, err := unix.PidfdOpen(pid, unix.PIDFD_NONBLOCK)
 	if err != nil {
-		return waitExit(pid)
+		return false
 	}
-	ch := make(chan struct{})
 	// Registered under mu, so the loop cannot see the event before the
 	// waiter is in the map.
-	w.waiters[int32(fd)] = watch{exited: ch}
+	w.waiters[int32(fd)] = wt
 	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)}
 	if err := unix.EpollCtl(w.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
 		delete(w.waiters, int32(fd))
 		unix.Close(fd)
-		return waitExit(pid)
+		return false
 	}
-	return ch
+	return true
 }
 
 // startLocked starts the watcher on first use; false when it cannot
@@ -155,11 +181,15 @@ func (w *exitWatcher) loop(rc syscall.RawConn) {
 				wt, ok := w.waiters[e.Fd]
 				switch {
 				case !ok:
-				case wt.exited != nil:
+				case wt.isExit():
 					delete(w.waiters, e.Fd)
 					_ = unix.EpollCtl(int(efd), unix.EPOLL_CTL_DEL, int(e.Fd), nil)
 					unix.Close(int(e.Fd))
-					close(wt.exited)
+					if wt.exited != nil {
+						close(wt.exited)
+					} else {
+						ready = append(ready, wt.onExit)
+					}
 				default:
 					ready = append(ready, wt.ready)
 				}
@@ -176,16 +206,24 @@ func (w *exitWatcher) loop(rc syscall.RawConn) {
 }
 
 // close stops the watcher. Sessions still waiting are released (their
-// cmd.Wait then blocks until the process exits).
+// cmd.Wait then blocks until the process exits); an onExit waits on a
+// goroutine of its own.
 func (w *exitWatcher) close() {
 	w.mu.Lock()
 	w.closed = true
 	ep, done := w.ep, w.done
 	w.ep = nil
 	for fd, wt := range w.waiters {
-		if wt.exited != nil {
+		if wt.isExit() {
 			unix.Close(int(fd))
-			close(wt.exited)
+			if wt.exited != nil {
+				close(wt.exited)
+			} else {
+				go func() {
+					<-waitExit(wt.pid)
+					wt.onExit()
+				}()
+			}
 		}
 	}
 	w.waiters = nil

@@ -71,16 +71,57 @@ func (b *Backend) Dial(ctx context.Context, _ session.Request, network, address 
 	return c, nil
 }
 
-// Run starts r's process and supervises it until it exits.
+// Run starts r's process and supervises it until it exits: Start, with
+// r.Signals and r.TTY.Resize served until done.
 func (b *Backend) Run(ctx context.Context, r session.Request) (session.ExitStatus, error) {
-	cmd, err := b.command(r)
+	type result struct {
+		st  session.ExitStatus
+		err error
+	}
+	ended := make(chan result, 1)
+	p, err := b.Start(ctx, r, func(st session.ExitStatus, err error) { ended <- result{st, err} })
 	if err != nil {
 		return session.ExitStatus{}, err
 	}
+	signals := r.Signals
+	var resize <-chan session.WindowSize
 	if r.TTY != nil {
-		return b.runPTY(ctx, cmd, r)
+		resize = r.TTY.Resize
 	}
-	return b.runPipes(ctx, cmd, r)
+	for {
+		select {
+		case res := <-ended:
+			return res.st, res.err
+		case s, ok := <-signals:
+			if !ok {
+				signals = nil
+				continue
+			}
+			p.Signal(s)
+		case ws, ok := <-resize:
+			if !ok {
+				resize = nil
+				continue
+			}
+			p.Resize(ws)
+		}
+	}
+}
+
+// Start implements session.Starter: no goroutine waits for the process.
+// Its exit comes from the exit watcher's epoll set, the session's end
+// (ctx) through context.AfterFunc, and its output and input are copied
+// as with Run; done runs on a goroutine that exists only once the
+// process has exited (it drains the output and reaps the process).
+func (b *Backend) Start(ctx context.Context, r session.Request, done func(session.ExitStatus, error)) (session.Process, error) {
+	cmd, err := b.command(r)
+	if err != nil {
+		return nil, err
+	}
+	if r.TTY != nil {
+		return b.startPTY(ctx, cmd, r, done)
+	}
+	return b.startPipes(ctx, cmd, r, done)
 }
 
 func (b *Backend) command(r session.Request) (*exec.Cmd, error) {
@@ -146,44 +187,103 @@ func (b *Backend) readStdin(dst io.Writer, src io.Reader, done func()) {
 	}()
 }
 
-// supervise waits for cmd, kills its process group when ctx ends, and
-// forwards signals and window sizes. It returns when the process has
-// exited.
-func (b *Backend) supervise(ctx context.Context, cmd *exec.Cmd, signals <-chan session.Signal, resize <-chan session.WindowSize, setSize func(session.WindowSize)) (session.ExitStatus, error) {
+// process is a started session process. Signals, the hang-up when the
+// session ends and the window size reach it only until it has exited
+// (under mu), so that none reaches another process that reuses its pid
+// once it is reaped.
+type process struct {
+	b      *Backend
+	cmd    *exec.Cmd
+	pid    int
+	master *os.File // the pty's; nil without one
+
+	mu       sync.Mutex
+	exited   bool
+	killer   *time.Timer // SIGKILL after killGrace, once hung up
+	stopHang func() bool // cancels the hang-up on the session's end
+}
+
+func newProcess(b *Backend, cmd *exec.Cmd, master *os.File) *process {
 	// The process has its environment; the Cmd is kept until Wait, for
 	// as long as the session lasts, and needs it no more.
 	cmd.Env = nil
-	exited := b.exits.wait(cmd.Process.Pid)
-	pid := cmd.Process.Pid
-	var killTimer <-chan time.Time
-	done := ctx.Done()
-	for {
-		select {
-		case <-exited:
-			return exitStatus(cmd, cmd.Wait())
-		case <-done:
-			_ = syscall.Kill(-pid, syscall.SIGHUP)
-			_ = syscall.Kill(-pid, syscall.SIGCONT)
-			killTimer = time.After(killGrace)
-			done = nil
-		case <-killTimer:
-			_ = syscall.Kill(-pid, syscall.SIGKILL)
-		case s, ok := <-signals:
-			if !ok {
-				signals = nil
-				continue
-			}
-			if sig, known := signalNumber[s]; known {
-				_ = syscall.Kill(pid, sig)
-			}
-		case ws, ok := <-resize:
-			if !ok {
-				resize = nil
-				continue
-			}
-			setSize(ws)
-		}
+	return &process{b: b, cmd: cmd, pid: cmd.Process.Pid, master: master}
+}
+
+// watch hangs the process group up when ctx ends (then kills it after
+// killGrace) and runs exited, which must not block, once the process
+// has exited.
+func (p *process) watch(ctx context.Context, exited func()) {
+	p.mu.Lock()
+	p.stopHang = context.AfterFunc(ctx, p.hangUp)
+	p.mu.Unlock()
+	p.b.exits.onExit(p.pid, exited)
+}
+
+func (p *process) hangUp() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.exited {
+		return
 	}
+	_ = syscall.Kill(-p.pid, syscall.SIGHUP)
+	_ = syscall.Kill(-p.pid, syscall.SIGCONT)
+	p.killer = time.AfterFunc(killGrace, func() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if !p.exited {
+			_ = syscall.Kill(-p.pid, syscall.SIGKILL)
+		}
+	})
+}
+
+// Signal implements session.Process.
+func (p *process) Signal(s session.Signal) {
+	sig, known := signalNumber[s]
+	if !known {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.exited {
+		_ = syscall.Kill(p.pid, sig)
+	}
+}
+
+// Resize implements session.Process.
+func (p *process) Resize(ws session.WindowSize) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.exited && p.master != nil {
+		setSize(p.master, ws)
+	}
+}
+
+// reap runs once the process has exited: no signal reaches its pid or
+// group from now on, and cmd.Wait reaps it.
+func (p *process) reap() (session.ExitStatus, error) {
+	p.mu.Lock()
+	p.exited = true
+	if p.stopHang != nil {
+		p.stopHang()
+	}
+	if p.killer != nil {
+		p.killer.Stop()
+	}
+	p.mu.Unlock()
+	return exitStatus(p.cmd, p.cmd.Wait())
+}
+
+// afterExit runs f on a goroutine owned by the backend (Close waits for
+// it) once p has exited.
+func (p *process) afterExit(ctx context.Context, f func()) {
+	p.b.readers.Add(1) // before the process can exit: Close's Wait cannot have begun
+	p.watch(ctx, func() {
+		go func() {
+			defer p.b.readers.Done()
+			f()
+		}()
+	})
 }
 
 // waitExit returns a channel closed when the child pid has exited (it is
@@ -235,33 +335,35 @@ func exitStatus(cmd *exec.Cmd, err error) (session.ExitStatus, error) {
 	return session.ExitStatus{Code: ws.ExitStatus()}, nil
 }
 
-func (b *Backend) runPipes(ctx context.Context, cmd *exec.Cmd, r session.Request) (session.ExitStatus, error) {
+func (b *Backend) startPipes(ctx context.Context, cmd *exec.Cmd, r session.Request, done func(session.ExitStatus, error)) (session.Process, error) {
 	stdinR, stdinW, err := os.Pipe()
 	if err != nil {
-		return session.ExitStatus{}, fmt.Errorf("stdin pipe: %w", err)
+		return nil, fmt.Errorf("stdin pipe: %w", err)
 	}
 	stdoutR, stdoutW, err := os.Pipe()
 	if err != nil {
 		closeAll(stdinR, stdinW)
-		return session.ExitStatus{}, fmt.Errorf("stdout pipe: %w", err)
+		return nil, fmt.Errorf("stdout pipe: %w", err)
 	}
 	stderrR, stderrW, err := os.Pipe()
 	if err != nil {
 		closeAll(stdinR, stdinW, stdoutR, stdoutW)
-		return session.ExitStatus{}, fmt.Errorf("stderr pipe: %w", err)
+		return nil, fmt.Errorf("stderr pipe: %w", err)
 	}
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdinR, stdoutW, stderrW
 	err = cmd.Start()
 	closeAll(stdinR, stdoutW, stderrW)
 	if err != nil {
 		closeAll(stdinW, stdoutR, stderrR)
-		return session.ExitStatus{}, startError(cmd, err)
+		return nil, startError(cmd, err)
 	}
 	b.readStdin(stdinW, r.Stdin, func() { stdinW.Close() }) // EOF for the process
 
 	var out sync.WaitGroup
 	out.Add(2)
+	b.readers.Add(2)
 	go func() {
+		defer b.readers.Done()
 		defer out.Done()
 		_, _ = session.Copy(r.Stdout, stdoutR, nil)
 		stdoutR.Close()
@@ -271,25 +373,30 @@ func (b *Backend) runPipes(ctx context.Context, cmd *exec.Cmd, r session.Request
 		stderr = io.Discard
 	}
 	go func() {
+		defer b.readers.Done()
 		defer out.Done()
 		_, _ = session.Copy(stderr, stderrR, nil)
 		stderrR.Close()
 	}()
-	st, err := b.supervise(ctx, cmd, r.Signals, nil, nil)
-	// The process is gone: stop feeding it. Output is read to EOF (like
-	// sshd, a background job that keeps stdout open keeps the session
-	// open) unless the session is cancelled.
-	stdinW.Close()
-	outDone := make(chan struct{})
-	go func() { out.Wait(); close(outDone) }()
-	select {
-	case <-outDone:
-	case <-ctx.Done():
-		_ = stdoutR.SetReadDeadline(time.Now())
-		_ = stderrR.SetReadDeadline(time.Now())
-		<-outDone
-	}
-	return st, err
+	p := newProcess(b, cmd, nil)
+	p.afterExit(ctx, func() {
+		st, err := p.reap()
+		// The process is gone: stop feeding it. Output is read to EOF
+		// (like sshd, a background job that keeps stdout open keeps the
+		// session open) unless the session is cancelled.
+		stdinW.Close()
+		outDone := make(chan struct{})
+		go func() { out.Wait(); close(outDone) }()
+		select {
+		case <-outDone:
+		case <-ctx.Done():
+			_ = stdoutR.SetReadDeadline(time.Now())
+			_ = stderrR.SetReadDeadline(time.Now())
+			<-outDone
+		}
+		done(st, err)
+	})
+	return p, nil
 }
 
 func closeAll(fs ...*os.File) {

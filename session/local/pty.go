@@ -18,12 +18,11 @@ import (
 	"github.com/bastion-ssh/bastion/session"
 )
 
-func (b *Backend) runPTY(ctx context.Context, cmd *exec.Cmd, r session.Request) (session.ExitStatus, error) {
+func (b *Backend) startPTY(ctx context.Context, cmd *exec.Cmd, r session.Request, done func(session.ExitStatus, error)) (session.Process, error) {
 	master, tty, err := openPTY()
 	if err != nil {
-		return session.ExitStatus{}, err
+		return nil, err
 	}
-	defer master.Close()
 	setSize(master, r.TTY.Size)
 	applyModes(tty, r.TTY.Modes)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = tty, tty, tty
@@ -32,25 +31,30 @@ func (b *Backend) runPTY(ctx context.Context, cmd *exec.Cmd, r session.Request) 
 	err = cmd.Start()
 	tty.Close()
 	if err != nil {
-		return session.ExitStatus{}, startError(cmd, err)
+		master.Close()
+		return nil, startError(cmd, err)
 	}
 	b.readStdin(master, r.Stdin, func() {})
 	out := b.copyOutput(r.Stdout, master)
-
-	st, err := b.supervise(ctx, cmd, r.Signals, r.TTY.Resize, func(ws session.WindowSize) { setSize(master, ws) })
-	// Drain what the process wrote before it exited; a background job
-	// still holding the terminal does not keep the session open.
-	t := time.NewTimer(drainAfterExit)
-	select {
-	case <-out.done:
-	case <-t.C:
-	case <-ctx.Done():
-	}
-	t.Stop()
-	_ = master.SetReadDeadline(time.Now())
-	_ = master.SetWriteDeadline(time.Now())
-	out.stop()
-	return st, err
+	p := newProcess(b, cmd, master)
+	p.afterExit(ctx, func() {
+		st, err := p.reap()
+		// Drain what the process wrote before it exited; a background
+		// job still holding the terminal does not keep the session open.
+		t := time.NewTimer(drainAfterExit)
+		select {
+		case <-out.done:
+		case <-t.C:
+		case <-ctx.Done():
+		}
+		t.Stop()
+		_ = master.SetReadDeadline(time.Now())
+		_ = master.SetWriteDeadline(time.Now())
+		out.stop()
+		master.Close()
+		done(st, err)
+	})
+	return p, nil
 }
 
 // ptyOutput copies a pty master's output to the session. While the
@@ -87,7 +91,11 @@ func (b *Backend) copyOutput(dst io.Writer, master *os.File) *ptyOutput {
 		}
 		if err == nil {
 			p.rc = rc
+			// Under mu: the master may be readable at once, and ready
+			// (which takes mu) must find arm and unwatch set.
+			p.mu.Lock()
 			p.arm, p.unwatch, err = b.exits.watchReadable(fd, p.ready)
+			p.mu.Unlock()
 		}
 	}
 	if err != nil {
