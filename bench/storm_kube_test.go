@@ -96,7 +96,7 @@ func stormSummary(d []time.Duration, unit time.Duration) string {
 // shell, to its prompt), against a raw client-go exec of its login shell
 // in the same pod at the same moments.
 //
-//	go test -run TestLoginStormKube -timeout 30m ./bench -args -kube.storm 200
+//	go test -run TestLoginStormKube -timeout 45m ./bench -args -kube.storm 200
 func TestLoginStormKube(t *testing.T) {
 	if testing.Short() || *kubeStorm == 0 {
 		t.Skip("the login storm runs with -args -kube.storm N (N accounts at once on the test cluster)")
