@@ -196,7 +196,7 @@ func (c *ldapChaos) nextCached() string {
 const (
 	cachedLoginMax  = 3 * time.Second // stale_wait and the handshake
 	newLoginMax     = 7 * time.Second // a timed-out pooled connection, then the other server
-	refusedLoginMax = 8 * time.Second // well within sshd's 10 s
+	refusedLoginMax = 9 * time.Second // ldap.timeout + 2 × ldap.dial_timeout when both have just hung, and the handshake; sshd's 10 s
 )
 
 // probe logs in during d: a cached account each second, a new person
