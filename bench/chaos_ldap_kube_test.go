@@ -42,7 +42,7 @@ func TestChaosKubeLDAP(t *testing.T) {
 		t.Skip("stops and kills slapd servers under a kube soak on the shared test cluster for about 5 minutes: run it alone with go test -run TestChaosKubeLDAP ./bench -args -kube.chaos")
 	}
 	slapd.Require(t)
-	k := startKubeSoak(t, 10, "-sessions", "20", "-duration", "270s", "-interval", "15s", "-login-rate", "2", "-ramp", "5")
+	k := startKubeSoak(t, 10, "-sessions", "20", "-duration", "210s", "-interval", "15s", "-login-rate", "2", "-ramp", "5")
 	k.opt.command = "go test -run TestChaosKubeLDAP -timeout 15m ./bench -args -kube.chaos"
 
 	// The same tree on both servers: the soak's accounts (cached: the
