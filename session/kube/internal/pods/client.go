@@ -53,6 +53,18 @@ func (c *Client) bounded(ctx context.Context) (context.Context, context.CancelFu
 	return context.WithTimeout(ctx, c.timeout)
 }
 
+// queued is ctx for a request of the start-up client: its transport
+// bounds each request by the API timeout once it is sent
+// (requestTimeout), and the wait in its limiter's queue before that is
+// bounded by ctx alone. A client without that transport (one made from a
+// clientset, in tests) is bounded as bounded is.
+func (c *Client) queued(ctx context.Context) (context.Context, context.CancelFunc) {
+	if c.start == c.cs {
+		return c.bounded(ctx)
+	}
+	return ctx, func() {}
+}
+
 // Get returns pod ns/name.
 func (c *Client) Get(ctx context.Context, ns, name string) (*corev1.Pod, error) {
 	ctx, cancel := c.bounded(ctx)
@@ -62,7 +74,7 @@ func (c *Client) Get(ctx context.Context, ns, name string) (*corev1.Pod, error) 
 
 // Create creates pod; AlreadyExists means someone else made it first.
 func (c *Client) Create(ctx context.Context, pod *corev1.Pod) (*corev1.Pod, error) {
-	ctx, cancel := c.bounded(ctx)
+	ctx, cancel := c.queued(ctx)
 	defer cancel()
 	return c.start.CoreV1().Pods(pod.Namespace).Create(ctx, pod, metav1.CreateOptions{FieldManager: fieldManager})
 }
@@ -188,7 +200,7 @@ func NamespaceObject(project, ns string) *corev1.Namespace {
 // created says whether this call made it. Its default ServiceAccount may
 // not exist yet (WaitServiceAccount).
 func (c *Client) CreateNamespace(ctx context.Context, ns string) (created bool, err error) {
-	ctx, cancel := c.bounded(ctx)
+	ctx, cancel := c.queued(ctx)
 	defer cancel()
 	_, err = c.start.CoreV1().Namespaces().Create(ctx, NamespaceObject(c.Project(), ns), metav1.CreateOptions{FieldManager: fieldManager})
 	if apierrors.IsAlreadyExists(err) {

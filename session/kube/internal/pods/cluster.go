@@ -139,8 +139,14 @@ func (c *Cluster) load() (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kubeconfig %s: clientset: %w", c.Cfg.Kubeconfig, err)
 	}
-	// The start-up client: the same limits, its own limiter (Client.start).
-	start, err := kubernetes.NewForConfig(rest.CopyConfig(rc))
+	// The start-up client: the same limits, its own limiter (Client.start),
+	// and the API timeout on each request once it is sent, not on the
+	// wait in the limiter's queue (requestTimeout).
+	src := rest.CopyConfig(rc)
+	src.Wrap(func(rt http.RoundTripper) http.RoundTripper {
+		return &requestTimeout{next: rt, timeout: c.apiTimeout}
+	})
+	start, err := kubernetes.NewForConfig(src)
 	if err != nil {
 		return nil, fmt.Errorf("kubeconfig %s: clientset: %w", c.Cfg.Kubeconfig, err)
 	}

@@ -37,7 +37,7 @@ func RoleBindingObject(project, ns, name, sa, role string) *rbacv1.RoleBinding {
 // error: bastion never takes over what it did not create. In a namespace
 // made moments ago (fresh) it creates without looking first.
 func (c *Client) EnsureServiceAccount(ctx context.Context, ns, name string, fresh bool) error {
-	ctx, cancel := c.bounded(ctx)
+	ctx, cancel := c.queued(ctx)
 	defer cancel()
 	sas := c.start.CoreV1().ServiceAccounts(ns)
 	var sa *corev1.ServiceAccount
@@ -74,7 +74,7 @@ func (c *Client) EnsureRoleBinding(ctx context.Context, ns, name, sa, role strin
 	want := RoleBindingObject(c.Project(), ns, name, sa, role)
 	rbs := c.start.RbacV1().RoleBindings(ns)
 	for attempt := 0; attempt < 3; attempt++ {
-		cctx, cancel := c.bounded(ctx)
+		cctx, cancel := c.queued(ctx)
 		var rb *rbacv1.RoleBinding
 		var err error = apierrors.NewNotFound(rbacv1.Resource("rolebindings"), name)
 		if !fresh || attempt > 0 {

@@ -6,7 +6,8 @@
 // account's own ServiceAccount and RoleBinding (made if missing, never
 // taken over when bastion did not make them). Every call
 // is bounded by the API timeout (kube.api_timeout) unless it waits on
-// purpose (a watch, an exec, a stream).
+// purpose (a watch, an exec, a stream); the start-up client's from the
+// moment it is sent, not while it waits in the rate limiter's queue.
 //
 // It also holds what every part of the backend must agree on: the labels
 // and annotations bastion puts on what it makes, what a pod's state means
