@@ -327,3 +327,39 @@ func serverGauge(t testing.TB, name, url string) float64 {
 	}
 	return -1
 }
+
+// Issue 15, the chaos run on the test cluster: with both servers
+// killed, every uncached lookup found them refusing and logged a warning
+// per server (70 in 10 s). A server's failure is now said once, until it
+// answers again (or goes from refusing to hanging).
+func TestFailureLoggedOnce(t *testing.T) {
+	t.Parallel()
+	a := slapd.Start(t, slapd.Options{})
+	b := slapd.Start(t, slapd.Options{})
+	names := people(t, "w", 6, a, b)
+	cfg := hangConfig(a.PasswordFile, a.URL, b.URL)
+	cfg.CacheTTL, cfg.NegativeTTL, cfg.StaleIfError = 0, 0, 0
+	d, logs := newDirectory(t, cfg)
+	d.pool.every = time.Hour // no probe of the pool's own meanwhile
+	if r := logins(t, d, names[0])[0]; r.err != nil {
+		t.Fatal(r.err)
+	}
+	a.Kill()
+	b.Kill()
+	for _, name := range names[1:] {
+		if r := logins(t, d, name)[0]; !errors.Is(r.err, auth.ErrUnavailable) {
+			t.Fatalf("both killed: %s: %v; want ErrUnavailable", name, r.err)
+		}
+	}
+	for _, s := range []*slapd.Server{a, b} {
+		n := 0
+		for _, line := range strings.Split(logs.String(), "\n") {
+			if strings.Contains(line, "level=WARN") && strings.Contains(line, "ldap server failed") && strings.Contains(line, "server="+s.URL) {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Errorf("%s: %d warnings that it failed for 5 lookups; want 1", s.URL, n)
+		}
+	}
+}

@@ -357,6 +357,10 @@ func (p *pool) markDown(ctx context.Context, s *server, err error, hung bool) {
 	var drop []*conn
 	p.mu.Lock()
 	h := &p.health[s.index]
+	// Once per failure, not once per lookup that finds it still failing
+	// (with every server refusing, each uncached login would log one per
+	// server), unless it went from refusing to hanging or back.
+	again := h.failed && h.hung == hung
 	h.failed, h.until, h.err, h.hung = true, time.Now().Add(p.backoff), err, hung
 	p.setState(s.index, *h)
 	if !h.prober && !p.closed {
@@ -386,7 +390,11 @@ func (p *pool) markDown(ctx context.Context, s *server, err error, hung bool) {
 	if hung {
 		what = "ldap server does not answer (hung?); trying the others first"
 	}
-	p.log.Warn(what, "server", s.url, "for", p.backoff.String(), "err", err)
+	level := slog.LevelWarn
+	if again {
+		level = slog.LevelDebug
+	}
+	p.log.Log(ctx, level, what, "server", s.url, "for", p.backoff.String(), "err", err)
 }
 
 // probe tries server i every p.every until it answers (or the pool is
