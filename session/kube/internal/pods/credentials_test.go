@@ -14,12 +14,11 @@ import (
 	"github.com/bastion-ssh/bastion/config"
 )
 
-// The account's ServiceAccount and RoleBinding: made once (labelled, no
-// automounted token), left alone when right, the RoleBinding made anew
-// when the operator changed the ClusterRole; what bastion did not make is
-// never taken over.
-func TestEnsureCredentials(t *testing.T) {
-	t.Parallel()
+// foreignCredentials is a client of project tools on a fake clientset
+// holding a ServiceAccount and a RoleBinding named as bastion's in
+// namespace tool-other that bastion did not make.
+func foreignCredentials(t *testing.T) (*Client, *fake.Clientset) {
+	t.Helper()
 	k := config.Default().Kube
 	cl := NewCluster(&k, config.KubeCluster{Name: "tools"}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	foreignSA := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "bastion-shell", Namespace: "tool-other"}}
@@ -31,6 +30,16 @@ func TestEnsureCredentials(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return c, cs
+}
+
+// The account's ServiceAccount and RoleBinding: made once (labelled, no
+// automounted token), left alone when right, the RoleBinding made anew
+// when the operator changed the ClusterRole; what bastion did not make is
+// never taken over.
+func TestEnsureCredentials(t *testing.T) {
+	t.Parallel()
+	c, cs := foreignCredentials(t)
 	ctx := t.Context()
 	for range 2 {
 		if err := c.EnsureServiceAccount(ctx, "user-alice", "bastion-shell", false); err != nil {
@@ -75,17 +84,7 @@ func TestEnsureCredentials(t *testing.T) {
 // exists after all (another replica was first), it is checked as usual.
 func TestEnsureCredentialsFresh(t *testing.T) {
 	t.Parallel()
-	k := config.Default().Kube
-	cl := NewCluster(&k, config.KubeCluster{Name: "tools"}, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	foreignSA := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "bastion-shell", Namespace: "tool-other"}}
-	foreignRB := &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "bastion-shell", Namespace: "tool-other"},
-		RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "admin"}}
-	cs := fake.NewClientset(foreignSA, foreignRB)
-	cl.UseClient(cs)
-	c, err := cl.Current()
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, cs := foreignCredentials(t)
 	ctx := t.Context()
 	if err := c.EnsureServiceAccount(ctx, "user-alice", "bastion-shell", true); err != nil {
 		t.Fatal(err)

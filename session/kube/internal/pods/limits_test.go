@@ -86,29 +86,10 @@ func TestStartUpTimeoutExcludesTheQueue(t *testing.T) {
 // session's) is answered at once.
 func TestStartUpHasItsOwnRateLimit(t *testing.T) {
 	t.Parallel()
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	c := testCluster(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		fmt.Fprint(w, `{"apiVersion":"v1","kind":"Pod","metadata":{"name":"x"}}`)
-	}))
-	defer srv.Close()
-	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
-	if err := os.WriteFile(kubeconfig, fmt.Appendf(nil, `apiVersion: v1
-kind: Config
-clusters: [{name: c, cluster: {server: %q}}]
-users: [{name: u, user: {}}]
-contexts: [{name: c, context: {cluster: c, user: u}}]
-current-context: c
-`, srv.URL), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	k := config.Default().Kube
-	k.QPS, k.Burst = 1, 1
-	k.Clusters = []config.KubeCluster{{Name: "tools", Kubeconfig: kubeconfig}}
-	cl := NewCluster(&k, k.Clusters[0], slog.New(slog.NewTextHandler(io.Discard, nil)))
-	c, err := cl.Current()
-	if err != nil {
-		t.Fatal(err)
-	}
+	}, config.Default().Kube.APITimeout)
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	var wg sync.WaitGroup
