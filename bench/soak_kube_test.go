@@ -138,6 +138,7 @@ kube:
   pod:
     image: %[3]s
     image_pull_policy: Never
+    helper_image: %[3]s
     cpu_request: 1m
     cpu_limit: "1"
     memory_request: 16Mi

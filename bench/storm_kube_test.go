@@ -104,10 +104,6 @@ func TestLoginStormKube(t *testing.T) {
 	n := *kubeStorm
 	// The last account is the warm one.
 	k := startKubeSoak(t, n+1, "-sessions", "1", "-duration", "5s", "-login-rate", "0")
-	// The reference install's pods (deploy/base): bastion-helper copied
-	// from bastion's image by an init container.
-	k.opt.extraConfig = strings.Replace(k.opt.extraConfig, "    image_pull_policy: Never\n",
-		"    image_pull_policy: Never\n    helper_image: "+kubetest.ShellImage+"\n", 1)
 	// No pod is reaped while the storm runs (the floor's stay too), and
 	// none is given up on: on this busy 2-core node the last of 200 pods
 	// is Ready some minutes after its creation.
