@@ -29,8 +29,10 @@ type Cluster struct {
 	qps        float32
 	burst      int
 	apiTimeout time.Duration
+	slowFor    time.Duration // kube.start_timeout (timeout.go)
 	log        *slog.Logger
 	down       unreachableSince // forbidden.go
+	answered   lastAnswer       // timeout.go
 
 	mu      sync.Mutex
 	cur     *Client
@@ -41,7 +43,7 @@ type Cluster struct {
 
 // NewCluster returns cluster c of k; it loads nothing yet.
 func NewCluster(k *config.Kube, c config.KubeCluster, log *slog.Logger) *Cluster {
-	return &Cluster{Cfg: c, Pod: k.PodFor(c), qps: k.QPS, burst: k.Burst, apiTimeout: k.APITimeout, log: log}
+	return &Cluster{Cfg: c, Pod: k.PodFor(c), qps: k.QPS, burst: k.Burst, apiTimeout: k.APITimeout, slowFor: k.StartTimeout, log: log}
 }
 
 // Name is the project's name.
@@ -133,7 +135,7 @@ func (c *Cluster) load() (*Client, error) {
 	rc.QPS, rc.Burst = c.qps, c.burst
 	rc.UserAgent = "bastion"
 	rc.Wrap(func(rt http.RoundTripper) http.RoundTripper {
-		return &forbiddenRetry{next: rt, down: &c.down, project: c.Cfg.Name, log: c.log}
+		return &forbiddenRetry{next: rt, down: &c.down, answered: &c.answered, project: c.Cfg.Name, log: c.log}
 	})
 	cs, err := kubernetes.NewForConfig(rc)
 	if err != nil {
@@ -144,7 +146,7 @@ func (c *Cluster) load() (*Client, error) {
 	// wait in the limiter's queue (requestTimeout).
 	src := rest.CopyConfig(rc)
 	src.Wrap(func(rt http.RoundTripper) http.RoundTripper {
-		return &requestTimeout{next: rt, timeout: c.apiTimeout}
+		return &requestTimeout{next: rt, timeout: c.apiTimeout, slowFor: c.slowFor, answered: &c.answered, project: c.Cfg.Name, log: c.log}
 	})
 	start, err := kubernetes.NewForConfig(src)
 	if err != nil {

@@ -74,10 +74,11 @@ func isDenial(body []byte) bool {
 
 // forbiddenRetry is the transport wrapper that applies the rule.
 type forbiddenRetry struct {
-	next    http.RoundTripper
-	down    *unreachableSince
-	project string
-	log     *slog.Logger
+	next     http.RoundTripper
+	down     *unreachableSince
+	answered *lastAnswer // any answer, for requestTimeout's slow-or-gone rule
+	project  string
+	log      *slog.Logger
 }
 
 func (f *forbiddenRetry) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -131,6 +132,9 @@ func streaming(req *http.Request) bool {
 // upgrade refused).
 func (f *forbiddenRetry) roundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := f.next.RoundTrip(req)
+	if err == nil && resp.StatusCode < 500 && f.answered != nil {
+		f.answered.mark(time.Now())
+	}
 	switch {
 	case streaming(req):
 	case err != nil && req.Context().Err() == nil:
