@@ -119,10 +119,7 @@ func podSpecFrom(c *pods.Cluster, p config.KubePod, id identity, ns string) *cor
 			Image:           p.HelperImage,
 			ImagePullPolicy: corev1.PullPolicy(p.ImagePullPolicy),
 			Command:         []string{"/usr/local/bin/bastion-helper", "install", helperDir},
-			Resources: corev1.ResourceRequirements{
-				Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("10m"), corev1.ResourceMemory: resource.MustParse("16Mi")},
-				Limits:   corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m"), corev1.ResourceMemory: resource.MustParse("32Mi")},
-			},
+			Resources:                helperResources(container.Resources),
 			SecurityContext:          container.SecurityContext,
 			VolumeMounts:             []corev1.VolumeMount{{Name: helperVolume, MountPath: helperDir}},
 			TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
@@ -215,6 +212,33 @@ func resources(p config.KubePod) corev1.ResourceRequirements {
 	set(r.Requests, corev1.ResourceMemory, p.MemoryRequest)
 	set(r.Limits, corev1.ResourceCPU, p.CPULimit)
 	set(r.Limits, corev1.ResourceMemory, p.MemoryLimit)
+	return r
+}
+
+// helperResources are the helper's init container's: what copying one
+// binary needs (10m and 16Mi, limited to 100m and 32Mi), but never more
+// than the shell container's own, so that the helper does not change the
+// pod's effective requests and limits (the larger of its init
+// containers' and its containers'): as many shells fit on a node, and
+// in a quota, with it as without (a login storm of 200 pods with
+// cpu_request 1m was refused "Insufficient cpu" by a 2-CPU node once the
+// init container's 10m counted for each).
+func helperResources(shell corev1.ResourceRequirements) corev1.ResourceRequirements {
+	r := corev1.ResourceRequirements{
+		Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("10m"), corev1.ResourceMemory: resource.MustParse("16Mi")},
+		Limits:   corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m"), corev1.ResourceMemory: resource.MustParse("32Mi")},
+	}
+	for _, name := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
+		if v, ok := shell.Requests[name]; ok && v.Cmp(r.Requests[name]) < 0 {
+			r.Requests[name] = v
+		}
+		if v, ok := shell.Limits[name]; ok && v.Cmp(r.Limits[name]) < 0 {
+			r.Limits[name] = v
+		}
+		if req, lim := r.Requests[name], r.Limits[name]; req.Cmp(lim) > 0 {
+			r.Requests[name] = lim
+		}
+	}
 	return r
 }
 

@@ -13,6 +13,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 
 	"github.com/bastion-ssh/bastion/auth"
 	"github.com/bastion-ssh/bastion/config"
@@ -283,5 +284,42 @@ func TestPodSpecCredentials(t *testing.T) {
 		if e.Name == "KUBECONFIG" {
 			t.Errorf("credentials none: env %+v", e)
 		}
+	}
+}
+
+// The helper's init container never asks for more than the shell
+// container, so it does not change how many shells fit on a node.
+func TestHelperResources(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name               string
+		shellReq, shellLim [2]string // cpu, memory ("" unset)
+		wantReq, wantLim   [2]string
+	}{
+		{"defaults (100m, 256Mi requested)", [2]string{"100m", "256Mi"}, [2]string{"300m", "1Gi"}, [2]string{"10m", "16Mi"}, [2]string{"100m", "32Mi"}},
+		{"a tiny shell", [2]string{"1m", "8Mi"}, [2]string{"1", "256Mi"}, [2]string{"1m", "8Mi"}, [2]string{"100m", "32Mi"}},
+		{"limits under the helper's requests", [2]string{"", ""}, [2]string{"5m", "12Mi"}, [2]string{"5m", "12Mi"}, [2]string{"5m", "12Mi"}},
+		{"nothing set", [2]string{"", ""}, [2]string{"", ""}, [2]string{"10m", "16Mi"}, [2]string{"100m", "32Mi"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			list := func(v [2]string) corev1.ResourceList {
+				l := corev1.ResourceList{}
+				for i, name := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
+					if v[i] != "" {
+						l[name] = resource.MustParse(v[i])
+					}
+				}
+				return l
+			}
+			got := helperResources(corev1.ResourceRequirements{Requests: list(tt.shellReq), Limits: list(tt.shellLim)})
+			for i, name := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
+				if q := got.Requests[name]; q.Cmp(resource.MustParse(tt.wantReq[i])) != 0 {
+					t.Errorf("request %s = %s, want %s", name, q.String(), tt.wantReq[i])
+				}
+				if q := got.Limits[name]; q.Cmp(resource.MustParse(tt.wantLim[i])) != 0 {
+					t.Errorf("limit %s = %s, want %s", name, q.String(), tt.wantLim[i])
+				}
+			}
+		})
 	}
 }
