@@ -135,16 +135,20 @@ func writeStatus(token, line string) {
 	_ = f.Close()
 }
 
-// Status returns how the session's process ended and forgets it: "TERM
-// 0" (killed by a signal: its name and whether it dumped core), Exited0,
-// or NoRecord; "" when run could not have left a record (its directory
-// is not writable), so nothing is known.
+// Status returns how the session's process ended: "TERM 0" (killed by a
+// signal: its name and whether it dumped core), Exited0, or NoRecord; ""
+// when run could not have left a record (its directory is not writable),
+// so nothing is known. Asking again gives the same answer: bastion asks
+// again when an answer did not reach it (an exec cut or slow on a busy
+// node), and a record consumed by the first asking made a clean exit
+// read as a cut stream in the 200-account login storm. Records are
+// forgotten recordTTL after they were left.
 func Status(token string) (string, error) {
 	if !validToken(token) {
 		return "", errors.New("bad token")
 	}
-	p := statusPath(token)
-	b, err := os.ReadFile(p)
+	forgetOld(time.Now().Add(-recordTTL))
+	b, err := os.ReadFile(statusPath(token))
 	if errors.Is(err, os.ErrNotExist) {
 		if unix.Access(statusDir, unix.W_OK) != nil {
 			return "", nil
@@ -154,8 +158,21 @@ func Status(token string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	_ = os.Remove(p)
 	return strings.TrimSpace(string(b)), nil
+}
+
+// recordTTL is how long a session's record is kept for Status: far longer
+// than bastion keeps asking.
+const recordTTL = 10 * time.Minute
+
+// forgetOld removes the records left before cutoff.
+func forgetOld(cutoff time.Time) {
+	old, _ := filepath.Glob(statusPath("*"))
+	for _, p := range old {
+		if fi, err := os.Lstat(p); err == nil && fi.ModTime().Before(cutoff) {
+			_ = os.Remove(p)
+		}
+	}
 }
 
 // proc is what hangup and signal need from /proc/PID.

@@ -3,7 +3,9 @@ package podhelper
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -66,7 +68,7 @@ func TestRun(t *testing.T) {
 		out, status          string
 	}{
 		{name: "env and cwd", command: `echo "$BASTION_SESSION|$FOO|$(pwd)"; exit 7`, env: []string{"FOO=bar baz"}, code: 7,
-			out: "tokrun1|bar baz|" + home + "\n", status: NoRecord},
+			out: "TOKEN|bar baz|" + home + "\n", status: NoRecord},
 		{name: "login shell", command: "", stdin: "echo $0\n", code: 0, out: "-sh\n", status: Exited0},
 		{name: "TERM", command: "kill -TERM $$", code: 143, status: "TERM 0"},
 		{name: "KILL", command: "kill -KILL $$", code: 137, status: "KILL 0"},
@@ -74,22 +76,28 @@ func TestRun(t *testing.T) {
 		{name: "exit 143 is not a signal", command: "exit 143", code: 143, status: NoRecord},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			token := "tokrun1"
+			token := fmt.Sprintf("tokrun%d", rand.IntN(1<<30))
 			args := append([]string{token, "/bin/sh", c.command, "50"}, c.env...)
 			cmd, out := helperRun(t, home, c.stdin, args...)
 			code := exitCode(cmd.Wait())
 			if code != c.code {
 				t.Errorf("exit %d, want %d (output %q)", code, c.code, out)
 			}
-			if c.out != "" && out.String() != c.out {
-				t.Errorf("output %q, want %q", out, c.out)
+			if want := strings.ReplaceAll(c.out, "TOKEN", token); c.out != "" && out.String() != want {
+				t.Errorf("output %q, want %q", out, want)
 			}
 			st, err := Status(token)
 			if err != nil || st != c.status {
 				t.Errorf("status %q (%v), want %q", st, err, c.status)
 			}
+			if st, _ := Status(token); st != c.status {
+				t.Errorf("asked again: status %q, want %q again", st, c.status)
+			}
+			// Forgotten recordTTL after it was left.
+			old := time.Now().Add(-recordTTL - time.Minute)
+			_ = os.Chtimes(statusPath(token), old, old)
 			if st, _ := Status(token); st != NoRecord {
-				t.Errorf("status not forgotten: %q", st)
+				t.Errorf("status not forgotten after %s: %q", recordTTL, st)
 			}
 		})
 	}

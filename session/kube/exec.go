@@ -339,8 +339,10 @@ func (b *Backend) endedWith(ctx context.Context, c *pods.Client, pod *corev1.Pod
 }
 
 // statusTimeout bounds endedWith: long enough for a container runtime
-// that restarts to come back.
-const statusTimeout = 10 * time.Second
+// that restarts to come back, and for an exec on a node starting 200
+// pods at once (up to 12 s in the login storm; with 10 s, three clean
+// exits read as cut streams).
+const statusTimeout = 30 * time.Second
 
 // isClosed waits up to d for ch to close.
 func isClosed(ch <-chan struct{}, d time.Duration) bool {
