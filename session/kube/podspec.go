@@ -115,10 +115,10 @@ func podSpecFrom(c *pods.Cluster, p config.KubePod, id identity, ns string) *cor
 		limit := resource.MustParse("32Mi")
 		volumes = append(volumes, corev1.Volume{Name: helperVolume, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: &limit}}})
 		initContainers = append(initContainers, corev1.Container{
-			Name:            helperVolume,
-			Image:           p.HelperImage,
-			ImagePullPolicy: corev1.PullPolicy(p.ImagePullPolicy),
-			Command:         []string{"/usr/local/bin/bastion-helper", "install", helperDir},
+			Name:                     helperVolume,
+			Image:                    p.HelperImage,
+			ImagePullPolicy:          corev1.PullPolicy(p.ImagePullPolicy),
+			Command:                  []string{"/usr/local/bin/bastion-helper", "install", helperDir},
 			Resources:                helperResources(container.Resources),
 			SecurityContext:          container.SecurityContext,
 			VolumeMounts:             []corev1.VolumeMount{{Name: helperVolume, MountPath: helperDir}},
