@@ -34,6 +34,8 @@ type requestTimeout struct {
 	next     http.RoundTripper
 	timeout  time.Duration
 	slowFor  time.Duration // kube.start_timeout
+	// answered is marked by forbiddenRetry, which every client's
+	// requests pass through (this one's inside requestTimeout).
 	answered *lastAnswer
 	project  string
 	log      *slog.Logger
@@ -66,7 +68,6 @@ func (t *requestTimeout) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		resp, err := t.next.RoundTrip(r)
 		if err == nil {
-			t.answered.mark(time.Now())
 			// The deadline covers reading the answer too; it ends with
 			// the body.
 			resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: cancel}
