@@ -31,9 +31,9 @@ import (
 // Watches are not bounded here (they last on purpose, and client-go does
 // not rate-limit them); neither are streams.
 type requestTimeout struct {
-	next     http.RoundTripper
-	timeout  time.Duration
-	slowFor  time.Duration // kube.start_timeout
+	next    http.RoundTripper
+	timeout time.Duration
+	slowFor time.Duration // kube.start_timeout
 	// answered is marked by forbiddenRetry, which every client's
 	// requests pass through (this one's inside requestTimeout).
 	answered *lastAnswer
