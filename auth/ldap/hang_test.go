@@ -218,12 +218,8 @@ func TestHungFirstServerFailsOver(t *testing.T) {
 // itself, it stayed "down" until a pooled connection broke or idled out.
 func TestHungServerAnswersAgainWhilePooled(t *testing.T) {
 	t.Parallel()
-	a := slapd.Start(t, slapd.Options{})
-	b := slapd.Start(t, slapd.Options{})
-	names := people(t, "q", 2, a, b)
-	cfg := hangConfig(a.PasswordFile, a.URL, b.URL)
+	a, b, names, cfg := twoServers(t, "q", 2)
 	cfg.Timeout = time.Second
-	cfg.CacheTTL, cfg.NegativeTTL, cfg.StaleIfError = 0, 0, 0
 	cfg.PoolSize = 1 // one pooled connection: to a, then to b
 	d, logs := newDirectory(t, cfg)
 	d.pool.every = 200 * time.Millisecond
@@ -236,15 +232,11 @@ func TestHungServerAnswersAgainWhilePooled(t *testing.T) {
 		}
 	}
 	lookup("both up")
-	if up, hung := serverGauge(t, "bastion_ldap_server_up", a.URL), serverGauge(t, "bastion_ldap_server_hung", a.URL); up != 1 || hung != 0 {
-		t.Errorf("both up: server_up %v, server_hung %v for %s; want 1, 0", up, hung, a.URL)
-	}
+	wantServerGauges(t, a.URL, 1, 0, "both up")
 	a.Pause()
 	lookup("first server hung") // its pooled connection times out; b answers
 	logs.mustContain(t, "level=WARN", "does not answer", "server="+a.URL)
-	if up, hung := serverGauge(t, "bastion_ldap_server_up", a.URL), serverGauge(t, "bastion_ldap_server_hung", a.URL); up != 0 || hung != 1 {
-		t.Errorf("first server hung: server_up %v, server_hung %v; want 0, 1", up, hung)
-	}
+	wantServerGauges(t, a.URL, 0, 1, "first server hung")
 	if up := serverGauge(t, "bastion_ldap_server_up", b.URL); up != 1 {
 		t.Errorf("second server: server_up %v; want 1", up)
 	}
@@ -262,20 +254,14 @@ func TestHungServerAnswersAgainWhilePooled(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	logs.mustContain(t, "level=INFO", "answers again", "server="+a.URL)
-	if up, hung := serverGauge(t, "bastion_ldap_server_up", a.URL), serverGauge(t, "bastion_ldap_server_hung", a.URL); up != 1 || hung != 0 {
-		t.Errorf("first server answers again: server_up %v, server_hung %v; want 1, 0", up, hung)
-	}
+	wantServerGauges(t, a.URL, 1, 0, "first server answers again")
 }
 
 // Issue 15: a server that refuses connections (slapd killed) is down, not
 // hung, and up again once it is started again.
 func TestKilledServerGauges(t *testing.T) {
 	t.Parallel()
-	a := slapd.Start(t, slapd.Options{})
-	b := slapd.Start(t, slapd.Options{})
-	names := people(t, "k", 1, a, b)
-	cfg := hangConfig(a.PasswordFile, a.URL, b.URL)
-	cfg.CacheTTL, cfg.NegativeTTL, cfg.StaleIfError = 0, 0, 0
+	a, _, names, cfg := twoServers(t, "k", 1)
 	cfg.PoolSize = 1
 	d, logs := newDirectory(t, cfg)
 	d.pool.every = 200 * time.Millisecond
@@ -291,9 +277,7 @@ func TestKilledServerGauges(t *testing.T) {
 	lookup("both up")
 	a.Kill()
 	lookup("first server killed") // the pooled connection breaks; b answers at once
-	if up, hung := serverGauge(t, "bastion_ldap_server_up", a.URL), serverGauge(t, "bastion_ldap_server_hung", a.URL); up != 0 || hung != 0 {
-		t.Errorf("first server killed: server_up %v, server_hung %v; want 0, 0", up, hung)
-	}
+	wantServerGauges(t, a.URL, 0, 0, "first server killed")
 	a.Restart(nil)
 	deadline := time.Now().Add(10 * time.Second)
 	for serverGauge(t, "bastion_ldap_server_up", a.URL) != 1 {
@@ -304,6 +288,27 @@ func TestKilledServerGauges(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	logs.mustContain(t, "level=INFO", "answers again", "server="+a.URL)
+}
+
+// twoServers starts two slapd servers holding the same n people (prefix)
+// and returns a config naming both, in that order, with no cache: every
+// lookup asks a server.
+func twoServers(t *testing.T, prefix string, n int) (a, b *slapd.Server, names []string, cfg config.LDAP) {
+	t.Helper()
+	a = slapd.Start(t, slapd.Options{})
+	b = slapd.Start(t, slapd.Options{})
+	names = people(t, prefix, n, a, b)
+	cfg = hangConfig(a.PasswordFile, a.URL, b.URL)
+	cfg.CacheTTL, cfg.NegativeTTL, cfg.StaleIfError = 0, 0, 0
+	return a, b, names, cfg
+}
+
+// wantServerGauges checks bastion_ldap_server_up and _hung for url.
+func wantServerGauges(t testing.TB, url string, up, hung float64, when string) {
+	t.Helper()
+	if gu, gh := serverGauge(t, "bastion_ldap_server_up", url), serverGauge(t, "bastion_ldap_server_hung", url); gu != up || gh != hung {
+		t.Errorf("%s: server_up %v, server_hung %v for %s; want %v, %v", when, gu, gh, url, up, hung)
+	}
 }
 
 // serverGauge reads gauge name{server=url} from ops.Registry (-1: none).
@@ -334,11 +339,7 @@ func serverGauge(t testing.TB, name, url string) float64 {
 // answers again (or goes from refusing to hanging).
 func TestFailureLoggedOnce(t *testing.T) {
 	t.Parallel()
-	a := slapd.Start(t, slapd.Options{})
-	b := slapd.Start(t, slapd.Options{})
-	names := people(t, "w", 6, a, b)
-	cfg := hangConfig(a.PasswordFile, a.URL, b.URL)
-	cfg.CacheTTL, cfg.NegativeTTL, cfg.StaleIfError = 0, 0, 0
+	a, b, names, cfg := twoServers(t, "w", 6)
 	d, logs := newDirectory(t, cfg)
 	d.pool.every = time.Hour // no probe of the pool's own meanwhile
 	if r := logins(t, d, names[0])[0]; r.err != nil {
