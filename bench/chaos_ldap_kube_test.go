@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"slices"
@@ -52,17 +53,7 @@ func TestChaosKubeLDAP(t *testing.T) {
 	s2 := slapd.Start(t, slapd.Options{LDIF: seed})
 	t.Cleanup(s1.Resume)
 	t.Cleanup(s2.Resume)
-	k.opt.directory = fmt.Sprintf(`directory:
-  type: ldap
-ldap:
-  urls: [%q, %q]
-  start_tls: false
-  bind_dn: %s
-  bind_password_file: %s
-  base_dn: %s
-  kill_switch_file: ""
-  cache_ttl: 2s
-`, s1.URL, s2.URL, slapd.BindDN, s1.PasswordFile, slapd.Base)
+	k.opt.directory = ldapDirectory(s1, s2)
 
 	c := &ldapChaos{t: t, k: k, s1: s1, s2: s2}
 	k.opt.faults = []soakFault{{at: 15 * time.Second, name: "LDAP faults (slapd #1 hung, both hung, #1 killed, both killed)", act: c.run}}
@@ -561,13 +552,8 @@ func summarizeLog(lines []logLine, from time.Time) string {
 			n[l.Level+" "+l.Msg]++
 		}
 	}
-	var keys []string
-	for k := range n {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
 	var parts []string
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(n)) {
 		parts = append(parts, fmt.Sprintf("%d × %s", n[k], k))
 	}
 	return strings.Join(parts, "; ")
@@ -620,13 +606,8 @@ func summarize(ps []probeLogin) string {
 }
 
 func fmtMetrics(m map[string]float64) string {
-	var keys []string
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
 	var parts []string
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(m)) {
 		parts = append(parts, fmt.Sprintf("%s +%.0f", k, m[k]))
 	}
 	return strings.Join(parts, ", ")

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -136,17 +137,7 @@ func TestSoakLDAPHung(t *testing.T) {
 		t.Fatal(err)
 	}
 	opt.user, opt.signer = "alice", slapd.Signer("alice-1")
-	opt.directory = fmt.Sprintf(`directory:
-  type: ldap
-ldap:
-  urls: [%q]
-  start_tls: false
-  bind_dn: %s
-  bind_password_file: %s
-  base_dn: %s
-  kill_switch_file: ""
-  cache_ttl: 2s
-`, s.URL, slapd.BindDN, s.PasswordFile, slapd.Base)
+	opt.directory = ldapDirectory(s)
 	opt.faults = []soakFault{
 		{at: 12 * time.Second, name: "slapd stopped (SIGSTOP)", do: s.Pause},
 		{at: 24 * time.Second, name: "slapd continued (SIGCONT)", do: s.Resume},
@@ -169,4 +160,26 @@ ldap:
 			t.Errorf("at %s a login took %s", row.at.Round(time.Second), row.max)
 		}
 	}
+}
+
+// ldapDirectory is the soak's directory config for the slapd servers
+// given (ldap.urls in that order; all hold the same directory and the
+// first one's bind password): a 2 s cache, so that a fault reaches the
+// logins quickly.
+func ldapDirectory(servers ...*slapd.Server) string {
+	urls := make([]string, len(servers))
+	for i, s := range servers {
+		urls[i] = strconv.Quote(s.URL)
+	}
+	return fmt.Sprintf(`directory:
+  type: ldap
+ldap:
+  urls: [%s]
+  start_tls: false
+  bind_dn: %s
+  bind_password_file: %s
+  base_dn: %s
+  kill_switch_file: ""
+  cache_ttl: 2s
+`, strings.Join(urls, ", "), slapd.BindDN, servers[0].PasswordFile, slapd.Base)
 }
