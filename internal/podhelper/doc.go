@@ -7,7 +7,9 @@
 //     it, and exit with its status; when a signal killed it, leave the
 //     signal's name for status, since the exec API reports only a number;
 //     when it exited 0, leave that too, since the exec API reports a
-//     stream cut before the status as success.
+//     stream cut before the status as success. Asked to (TrailerVar), it
+//     also ends its output with a trailer saying how the process ended,
+//     so that bastion knows without asking status.
 //   - hangup: end a dropped session the way a terminal hang-up does: SIGHUP
 //     and SIGCONT to every process still in the session's POSIX session,
 //     then SIGKILL after a grace period to those that neither ignore nor

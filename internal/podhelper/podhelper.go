@@ -57,10 +57,21 @@ func Run(args []string, stderr io.Writer) int {
 		return 2
 	}
 	env := append(os.Environ(), TokenVar+"="+token)
+	trailer := false
 	for _, kv := range args[4:] {
+		if kv == TrailerVar+"=1" {
+			trailer = true
+			continue
+		}
 		if i := strings.IndexByte(kv, '='); i > 0 {
 			env = append(env, kv)
 		}
+	}
+	ended := func(code int, status string) int {
+		if trailer {
+			_, _ = io.WriteString(os.Stdout, Trailer(token, status))
+		}
+		return code
 	}
 	if pids, err := strconv.Atoi(pidsArg); err == nil && pids > 0 {
 		lim := unix.Rlimit{Cur: uint64(pids), Max: uint64(pids)}
@@ -89,7 +100,7 @@ func Run(args []string, stderr io.Writer) int {
 	defer signal.Stop(sigs)
 	if err := cmd.Start(); err != nil {
 		fmt.Fprintf(stderr, "bastion-helper: cannot start %s: %v\n", shell, err)
-		return 127
+		return ended(127, "exit 127")
 	}
 	_ = cmd.Wait()
 	ws, _ := cmd.ProcessState.Sys().(syscall.WaitStatus)
@@ -103,16 +114,38 @@ func Run(args []string, stderr io.Writer) int {
 			core = "1"
 		}
 		writeStatus(token, name+" "+core+"\n")
-		return 128 + int(ws.Signal())
+		return ended(128+int(ws.Signal()), name+" "+core)
 	}
 	if ws.ExitStatus() == 0 {
 		// The exec API reports a stream cut before the status (a
 		// container runtime restart) as success too: this record is how
-		// bastion tells a real exit 0 apart.
+		// bastion tells a real exit 0 apart when the trailer was lost.
 		writeStatus(token, Exited0+"\n")
 	}
-	return ws.ExitStatus()
+	return ended(ws.ExitStatus(), "exit "+strconv.Itoa(ws.ExitStatus()))
 }
+
+// TrailerVar, given as TrailerVar=1 among run's NAME=VALUE arguments,
+// asks run to end its output with Trailer; it is not passed on to the
+// session's process. bastion asks for it; a helper too old to know it
+// passes it on and writes no trailer, and bastion then asks Status.
+const TrailerVar = "BASTION_EXIT_TRAILER"
+
+// TrailerEnd ends a trailer (the String Terminator).
+const TrailerEnd = "\x1b\\"
+
+// TrailerPrefix is how the trailer of the session token starts.
+func TrailerPrefix(token string) string { return "\x1b_bastion-exit " + token + " " }
+
+// Trailer is what run writes on its stdout, when asked, after the
+// session's process ended: how it ended, as Status words it ("exit N", or
+// "NAME CORE" for a killing signal). It reaches bastion in order after the
+// process's own output, on the same stream, so bastion knows the exit
+// without another exec; the exec API alone cannot tell a stream cut before
+// its status from an exit 0. It is an APC escape sequence (ESC _ ... ESC
+// \), which terminals do not display, and holds no newline, which a
+// terminal's output processing would change.
+func Trailer(token, status string) string { return TrailerPrefix(token) + status + TrailerEnd }
 
 // What Status prints besides a signal's "NAME CORE".
 const (

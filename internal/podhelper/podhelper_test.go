@@ -65,41 +65,50 @@ func TestRun(t *testing.T) {
 		name, command, stdin string
 		env                  []string
 		code                 int
-		out, status          string
+		out, status, ended   string
 	}{
-		{name: "env and cwd", command: `echo "$BASTION_SESSION|$FOO|$(pwd)"; exit 7`, env: []string{"FOO=bar baz"}, code: 7,
-			out: "TOKEN|bar baz|" + home + "\n", status: NoRecord},
-		{name: "login shell", command: "", stdin: "echo $0\n", code: 0, out: "-sh\n", status: Exited0},
-		{name: "TERM", command: "kill -TERM $$", code: 143, status: "TERM 0"},
-		{name: "KILL", command: "kill -KILL $$", code: 137, status: "KILL 0"},
-		{name: "VTALRM", command: "kill -VTALRM $$", code: 154, status: "VTALRM 0"},
-		{name: "exit 143 is not a signal", command: "exit 143", code: 143, status: NoRecord},
+		{name: "env and cwd", command: `echo "$BASTION_SESSION|$FOO|$(pwd)|$BASTION_EXIT_TRAILER"; exit 7`, env: []string{"FOO=bar baz"}, code: 7,
+			out: "TOKEN|bar baz|" + home + "|\n", status: NoRecord, ended: "exit 7"},
+		{name: "login shell", command: "", stdin: "echo $0\n", code: 0, out: "-sh\n", status: Exited0, ended: "exit 0"},
+		{name: "TERM", command: "kill -TERM $$", code: 143, status: "TERM 0", ended: "TERM 0"},
+		{name: "KILL", command: "kill -KILL $$", code: 137, status: "KILL 0", ended: "KILL 0"},
+		{name: "VTALRM", command: "kill -VTALRM $$", code: 154, status: "VTALRM 0", ended: "VTALRM 0"},
+		{name: "exit 143 is not a signal", command: "exit 143", code: 143, status: NoRecord, ended: "exit 143"},
 	} {
-		t.Run(c.name, func(t *testing.T) {
-			token := fmt.Sprintf("tokrun%d", rand.IntN(1<<30))
-			args := append([]string{token, "/bin/sh", c.command, "50"}, c.env...)
-			cmd, out := helperRun(t, home, c.stdin, args...)
-			code := exitCode(cmd.Wait())
-			if code != c.code {
-				t.Errorf("exit %d, want %d (output %q)", code, c.code, out)
-			}
-			if want := strings.ReplaceAll(c.out, "TOKEN", token); c.out != "" && out.String() != want {
-				t.Errorf("output %q, want %q", out, want)
-			}
-			st, err := Status(token)
-			if err != nil || st != c.status {
-				t.Errorf("status %q (%v), want %q", st, err, c.status)
-			}
-			if st, _ := Status(token); st != c.status {
-				t.Errorf("asked again: status %q, want %q again", st, c.status)
-			}
-			// Forgotten recordTTL after it was left.
-			old := time.Now().Add(-recordTTL - time.Minute)
-			_ = os.Chtimes(statusPath(token), old, old)
-			if st, _ := Status(token); st != NoRecord {
-				t.Errorf("status not forgotten after %s: %q", recordTTL, st)
-			}
-		})
+		for _, trailer := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/trailer=%v", c.name, trailer), func(t *testing.T) {
+				token := fmt.Sprintf("tokrun%d", rand.IntN(1<<30))
+				args := append([]string{token, "/bin/sh", c.command, "50"}, c.env...)
+				if trailer {
+					args = append(args, TrailerVar+"=1")
+				}
+				cmd, out := helperRun(t, home, c.stdin, args...)
+				code := exitCode(cmd.Wait())
+				want := strings.ReplaceAll(c.out, "TOKEN", token)
+				if trailer {
+					want += Trailer(token, c.ended)
+				}
+				if code != c.code {
+					t.Errorf("exit %d, want %d (output %q)", code, c.code, out)
+				}
+				if got := out.String(); (c.out != "" || trailer) && got != want {
+					t.Errorf("output %q, want %q", got, want)
+				}
+				st, err := Status(token)
+				if err != nil || st != c.status {
+					t.Errorf("status %q (%v), want %q", st, err, c.status)
+				}
+				if st, _ := Status(token); st != c.status {
+					t.Errorf("asked again: status %q, want %q again", st, c.status)
+				}
+				// Forgotten recordTTL after it was left.
+				old := time.Now().Add(-recordTTL - time.Minute)
+				_ = os.Chtimes(statusPath(token), old, old)
+				if st, _ := Status(token); st != NoRecord {
+					t.Errorf("status not forgotten after %s: %q", recordTTL, st)
+				}
+			})
+		}
 	}
 }
 
@@ -253,7 +262,7 @@ func TestRunOnTerminal(t *testing.T) {
 		t.Fatal(err)
 	}
 	home := t.TempDir()
-	cmd := exec.Command(exe, "run", "tokpty1", "/bin/bash", "", "0")
+	cmd := exec.Command(exe, "run", "tokpty1", "/bin/bash", "", "0", TrailerVar+"=1")
 	cmd.Env = append(os.Environ(), runEnv+"=1", "HOME="+home, "TERM=dumb", "PS1=$ ")
 	ptmx, err := pty.Start(cmd) // a new session with the pty as its controlling terminal
 	if err != nil {
@@ -261,7 +270,11 @@ func TestRunOnTerminal(t *testing.T) {
 	}
 	defer ptmx.Close()
 	var out syncBuffer
-	go func() { _, _ = io.Copy(&out, ptmx) }()
+	copied := make(chan struct{})
+	go func() {
+		defer close(copied)
+		_, _ = io.Copy(&out, ptmx)
+	}()
 	waitOut := func(want string) {
 		t.Helper()
 		for deadline := time.Now().Add(15 * time.Second); !strings.Contains(out.String(), want); time.Sleep(20 * time.Millisecond) {
@@ -284,6 +297,11 @@ func TestRunOnTerminal(t *testing.T) {
 	case err := <-done:
 		if code := exitCode(err); code != 5 {
 			t.Errorf("exit %d, want 5; terminal: %q", code, out.String())
+		}
+		// The trailer comes through the terminal unchanged, last.
+		<-copied
+		if want := Trailer("tokpty1", "exit 5"); !strings.HasSuffix(out.String(), want) {
+			t.Errorf("terminal output does not end with the trailer %q: %q", want, out.String())
 		}
 	case <-time.After(15 * time.Second):
 		_ = cmd.Process.Kill()

@@ -96,7 +96,8 @@ var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
 // reserved are variables the pod sets (from the account) or the wrapper
 // owns; a client cannot override them.
-var reserved = map[string]bool{"HOME": true, "USER": true, "LOGNAME": true, "SHELL": true, "BASTION_SESSION": true, "PATH": true}
+var reserved = map[string]bool{"HOME": true, "USER": true, "LOGNAME": true, "SHELL": true, "BASTION_SESSION": true, "PATH": true,
+	podhelper.TrailerVar: true}
 
 func newToken() string {
 	var b [12]byte
@@ -112,7 +113,7 @@ func sessionCommand(r session.Request, token string, pids int, helper bool) []st
 	}
 	argv := []string{"/bin/sh", "-c", wrapperScript, "bastion-session", token, shell, r.Command, strconv.Itoa(pids)}
 	if helper {
-		argv = []string{helperPath, "run", token, shell, r.Command, strconv.Itoa(pids)}
+		argv = []string{helperPath, "run", token, shell, r.Command, strconv.Itoa(pids), podhelper.TrailerVar + "=1"}
 	}
 	env := map[string]string{}
 	for k, v := range r.Env {
@@ -235,7 +236,23 @@ func (b *Backend) execIn(ctx context.Context, c *pods.Client, pod *corev1.Pod, i
 		}()
 	}
 
+	var trailer *exitTrailer
+	if helper && so.Stdout != nil {
+		trailer = newExitTrailer(so.Stdout, token)
+		so.Stdout = trailer
+	}
 	err := c.Exec(sctx, pod, sessionCommand(r, token, pids, helper), so)
+	if trailer != nil {
+		st, ok, werr := trailer.end()
+		switch {
+		case ok && (st.Signal == "KILL" || st.Signal == "TERM") && isClosed(inst.Gone(), 300*time.Millisecond):
+			return session.ExitStatus{}, podGoneError(c.Project(), pod, inst)
+		case ok:
+			return st, nil
+		case werr != nil && err == nil:
+			err = werr
+		}
+	}
 	if err == nil {
 		if !helper {
 			// Without the helper nothing in the pod can tell a stream
@@ -297,7 +314,7 @@ var errPodGone = errors.New("the pod went away")
 var errStreamCut = errors.New("the exec stream ended without the process's exit status")
 
 // endedWith asks the helper how the session's process ended, after its
-// exec reported success. The exec API cannot be trusted with that: the
+// exec reported success and the output held no trailer (exitTrailer). The exec API cannot be trusted with that: the
 // API server writes Success to a WebSocket client whenever its own stream
 // to the kubelet ended without a status (a cut stream: the container
 // runtime restarting takes its streaming server down), and client-go's
@@ -309,6 +326,7 @@ var errStreamCut = errors.New("the exec stream ended without the process's exit 
 // (a pod made before bastion was upgraded) prints nothing: exit 0, as
 // before.
 func (b *Backend) endedWith(ctx context.Context, c *pods.Client, pod *corev1.Pod, token string) (session.ExitStatus, bool) {
+	b.log.Debug(noTrailer, "pod", pod.Namespace+"/"+pod.Name)
 	qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), statusTimeout)
 	defer cancel()
 	backoff := 100 * time.Millisecond
@@ -317,13 +335,13 @@ func (b *Backend) endedWith(ctx context.Context, c *pods.Client, pod *corev1.Pod
 		if err == nil {
 			line := strings.TrimSpace(out)
 			switch line {
-			case "", podhelper.Exited0:
+			case "":
 				return session.ExitStatus{Code: 0}, true
 			case podhelper.NoRecord:
 				return session.ExitStatus{}, false
 			}
-			if st, ok := parseKilledBy(line); ok {
-				return st, true // killed, and the stream cut before its 128+N
+			if st, ok := parseStatus(line); ok {
+				return st, true // exit 0, or killed and the stream cut before its 128+N
 			}
 			b.log.Warn("unexpected answer from bastion-helper status", "pod", pod.Namespace+"/"+pod.Name, "output", line)
 			return session.ExitStatus{}, false
@@ -337,6 +355,10 @@ func (b *Backend) endedWith(ctx context.Context, c *pods.Client, pod *corev1.Pod
 		backoff = min(2*backoff, time.Second)
 	}
 }
+
+// noTrailer is endedWith's debug log: an exec stream ended without the
+// helper's trailer (cut, or a helper too old to write one).
+const noTrailer = "an exec ended without the helper's exit trailer; asking bastion-helper status"
 
 // statusTimeout bounds endedWith: long enough for a container runtime
 // that restarts to come back, and for an exec on a node starting 200
@@ -395,7 +417,8 @@ func (b *Backend) signal(ctx context.Context, c *pods.Client, pod *corev1.Pod, t
 }
 
 // killedBy asks the helper whether the session's process was killed by a
-// signal (its exit code was 128+N) and which.
+// signal (its exit code was 128+N) and which, when the output held no
+// trailer.
 func (b *Backend) killedBy(ctx context.Context, c *pods.Client, pod *corev1.Pod, token string) (session.ExitStatus, bool) {
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()

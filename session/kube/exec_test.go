@@ -22,7 +22,7 @@ func TestSessionCommand(t *testing.T) {
 		t.Errorf("argv %q\nwant %q", argv[3:], want[3:])
 	}
 	argv = sessionCommand(r, "tok", 100, true)
-	want = []string{"/.bastion/bastion-helper", "run", "tok", "/bin/bash", "echo hi", "100", "LANG=C.UTF-8", "LC_ALL=C", "TERM=xterm"}
+	want = []string{"/.bastion/bastion-helper", "run", "tok", "/bin/bash", "echo hi", "100", "BASTION_EXIT_TRAILER=1", "LANG=C.UTF-8", "LC_ALL=C", "TERM=xterm"}
 	if !slices.Equal(argv, want) {
 		t.Errorf("helper argv %q\nwant %q", argv, want)
 	}

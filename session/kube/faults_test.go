@@ -66,6 +66,43 @@ func TestColdLoginLogsNoWarning(t *testing.T) {
 	}
 }
 
+// A session that ends, however it ends, reports its status from the
+// helper's trailer at the end of its output: no second exec to ask
+// bastion-helper status, which cost every exit the time of an exec (and,
+// in a login storm, a node's work per login). The trailer never reaches
+// the user.
+func TestExitStatusFromTrailer(t *testing.T) {
+	e := newEnv(t)
+	b, logs := e.capturedBackend(t, time.Minute)
+	u := person("trailer", 4703, kubeenv.Home(t, 4703, 4703))
+	for _, c := range []struct {
+		cmd, out string
+		want     session.ExitStatus
+	}{
+		{"echo ok", "ok\n", session.ExitStatus{}},
+		{"printf 'no newline'; exit 3", "no newline", session.ExitStatus{Code: 3}},
+		{"echo bye; kill -TERM $$", "bye\n", session.ExitStatus{Signal: "TERM"}},
+		{"kill -SEGV $$", "", session.ExitStatus{Signal: "SEGV"}},
+	} {
+		out, errOut, st, err := runCmd(t, b, u, nil, c.cmd, "")
+		if err != nil || st != c.want || out != c.out {
+			t.Errorf("%s: %v %+v stdout %q stderr %q; want %+v and %q", c.cmd, err, st, out, errOut, c.want, c.out)
+		}
+	}
+	var out sessiontest.SyncBuffer
+	st, err := b.Run(t.Context(), session.Request{User: u, Account: u.Account, Stdin: strings.NewReader("echo tty-$((6*7))\nexit 0\n"),
+		Stdout: &out, TTY: &session.TTY{Term: "xterm", Size: session.WindowSize{Cols: 80, Rows: 24}}})
+	if err != nil || st != (session.ExitStatus{}) || !strings.Contains(out.String(), "tty-42") {
+		t.Errorf("tty session: %v %+v %q", err, st, out.String())
+	}
+	if strings.Contains(out.String(), "bastion-exit") {
+		t.Errorf("the trailer reached the user: %q", out.String())
+	}
+	if strings.Contains(logs.String(), noTrailer) {
+		t.Errorf("a session's status was asked of bastion-helper status:\n%s", logs.String())
+	}
+}
+
 // An exec stream cut before its exit status (what a containerd restart
 // does to every exec: the CRI streaming server is in containerd) ends the
 // session with the one-line reason and no exit status, never exit 0, and

@@ -1,0 +1,106 @@
+package kube
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+
+	"github.com/bastion-ssh/bastion/internal/podhelper"
+	"github.com/bastion-ssh/bastion/session"
+)
+
+func TestExitTrailer(t *testing.T) {
+	t.Parallel()
+	const token = "0123abcd"
+	tr := func(status string) string { return podhelper.Trailer(token, status) }
+	for _, c := range []struct {
+		name, stream, out string
+		st                *session.ExitStatus // nil: no trailer
+	}{
+		{name: "exit 0", stream: "hello\r\n" + tr("exit 0"), out: "hello\r\n", st: &session.ExitStatus{}},
+		{name: "exit 3", stream: "x" + tr("exit 3"), out: "x", st: &session.ExitStatus{Code: 3}},
+		{name: "only the trailer", stream: tr("exit 0"), out: "", st: &session.ExitStatus{}},
+		{name: "signal", stream: "y" + tr("TERM 0"), out: "y", st: &session.ExitStatus{Signal: "TERM"}},
+		{name: "core", stream: tr("SEGV 1"), out: "", st: &session.ExitStatus{Signal: "SEGV", CoreDumped: true}},
+		{name: "none: a cut stream", stream: "partial output", out: "partial output"},
+		{name: "escape sequences are output", stream: "a\x1b[1mb\x1b]0;title\x07\x1b_G;x\x1b\\", out: "a\x1b[1mb\x1b]0;title\x07\x1b_G;x\x1b\\"},
+		{name: "an unfinished trailer is output", stream: "abc" + tr("exit 0")[:20], out: "abc" + tr("exit 0")[:20]},
+		{name: "a trailer without its end is output", stream: strings.TrimSuffix(tr("exit 0"), podhelper.TrailerEnd), out: strings.TrimSuffix(tr("exit 0"), podhelper.TrailerEnd)},
+		{name: "followed by output, it is output", stream: tr("exit 0") + "more", out: tr("exit 0") + "more"},
+		{name: "only the last counts", stream: "z" + tr("exit 0") + tr("exit 4"), out: "z" + tr("exit 0"), st: &session.ExitStatus{Code: 4}},
+		{name: "another session's token", stream: podhelper.Trailer("ffff", "exit 0"), out: podhelper.Trailer("ffff", "exit 0")},
+		{name: "bad status", stream: tr("exit 300"), out: tr("exit 300")},
+		{name: "status too long", stream: tr(strings.Repeat("A", 40)), out: tr(strings.Repeat("A", 40))},
+		{name: "status with an escape", stream: tr("exit \x1b0"), out: tr("exit \x1b0")},
+		{name: "big output", stream: strings.Repeat("0123456789\x1b", 10000) + tr("exit 0"), out: strings.Repeat("0123456789\x1b", 10000), st: &session.ExitStatus{}},
+	} {
+		// Every split of the stream into two writes, and one write per byte.
+		splits := [][]string{{c.stream}}
+		for i := 1; i < len(c.stream) && len(c.stream) < 200; i++ {
+			splits = append(splits, []string{c.stream[:i], c.stream[i:]})
+		}
+		var bytewise []string
+		for i := range len(c.stream) {
+			bytewise = append(bytewise, c.stream[i:i+1])
+		}
+		splits = append(splits, bytewise)
+		for _, writes := range splits {
+			var out bytes.Buffer
+			et := newExitTrailer(&out, token)
+			for _, w := range writes {
+				if n, err := et.Write([]byte(w)); n != len(w) || err != nil {
+					t.Fatalf("%s: Write(%q) = %d, %v", c.name, w, n, err)
+				}
+			}
+			st, ok, err := et.end()
+			if err != nil {
+				t.Fatalf("%s: end: %v", c.name, err)
+			}
+			if out.String() != c.out {
+				t.Errorf("%s, %d writes: output %q, want %q", c.name, len(writes), out.String(), c.out)
+			}
+			if ok != (c.st != nil) || ok && st != *c.st {
+				t.Errorf("%s, %d writes: status %+v, %v; want %+v", c.name, len(writes), st, ok, c.st)
+			}
+		}
+	}
+}
+
+// Output that is no trailer goes out at once, without a copy; what may be
+// the start of one waits only for the next write.
+func TestExitTrailerHoldsBackOnlyAPossibleStart(t *testing.T) {
+	t.Parallel()
+	var out bytes.Buffer
+	et := newExitTrailer(&out, "tok")
+	for _, c := range []struct{ write, out string }{
+		{"$ ", "$ "},
+		{"a\x1b", "$ a"},
+		{"[0m", "$ a\x1b[0m"},
+		{"\x1b_bastion-exit to", "$ a\x1b[0m"},
+		{"x", "$ a\x1b[0m\x1b_bastion-exit tox"},
+	} {
+		_, _ = et.Write([]byte(c.write))
+		if out.String() != c.out {
+			t.Fatalf("after %q: output %q, want %q", c.write, out.String(), c.out)
+		}
+	}
+}
+
+func TestParseStatus(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]*session.ExitStatus{
+		"exit 0":   {},
+		"exit 255": {Code: 255},
+		"TERM 0":   {Signal: "TERM"},
+		"exit 256": nil,
+		"exit -1":  nil,
+		"exit 07":  nil,
+		"exit":     nil,
+		"exit x":   nil,
+	} {
+		st, ok := parseStatus(in)
+		if (want == nil) == ok || (want != nil && st != *want) {
+			t.Errorf("parseStatus(%q) = %+v, %v; want %+v", in, st, ok, want)
+		}
+	}
+}
