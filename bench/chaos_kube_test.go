@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -165,7 +166,29 @@ func TestChaosKube(t *testing.T) {
 	var phase chaosPhase
 	k.opt.expectCut, k.opt.expectedLogin = phase.cut, phase.login
 	victim := k.opt.accounts[0]
+	// Between faults, bastion's goroutines are back to what they were
+	// with every session open before the first (ldapChaosSlack over it at
+	// most), and no pre-flight probe pod is left.
+	var baseline atomic.Int64 // set and read by the faults' goroutines
+	settled := func(ctx context.Context, w *soakWorld) error {
+		base := int(baseline.Load())
+		low := settledGoroutines(ctx, w, base+ldapChaosSlack, 5*time.Second)
+		t.Logf("bastion: %d goroutines (%d before the faults)", low, base)
+		if low > base+ldapChaosSlack {
+			return fmt.Errorf("bastion has %d goroutines, %d before the faults", low, base)
+		}
+		probes, err := k.client.CoreV1().Pods("").List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=preflight,bastion.io/project=" + k.project})
+		if err != nil || len(probes.Items) != 0 {
+			return fmt.Errorf("pre-flight probe pods left: %d, %v", len(probes.Items), err)
+		}
+		return nil
+	}
 	k.opt.faults = []soakFault{
+		{at: 7 * time.Second, name: "(goroutines before the faults)", act: func(ctx context.Context, w *soakWorld) error {
+			baseline.Store(int64(settledGoroutines(ctx, w, -1, 0)))
+			t.Logf("bastion: %d goroutines with every session open", baseline.Load())
+			return nil
+		}},
 		{at: 15 * time.Second, name: "the pod of " + victim + " deleted", act: func(ctx context.Context, _ *soakWorld) error {
 			phase.set(func(p *chaosPhase) { p.victim = victim })
 			list, err := k.client.CoreV1().Pods("").List(ctx, metav1.ListOptions{LabelSelector: k.shellSelector()})
@@ -179,6 +202,7 @@ func TestChaosKube(t *testing.T) {
 			}
 			return fmt.Errorf("no pod of %s", victim)
 		}},
+		{at: 27 * time.Second, name: "(goroutines after the pod's deletion)", act: settled},
 		{at: 35 * time.Second, name: "kube-apiserver stopped (SIGSTOP)", do: func() {
 			phase.set(func(p *chaosPhase) { p.api = true })
 			_ = syscall.Kill(apiserver, syscall.SIGSTOP)
@@ -186,6 +210,7 @@ func TestChaosKube(t *testing.T) {
 		{at: 47 * time.Second, name: "kube-apiserver continued (SIGCONT)", do: func() { _ = syscall.Kill(apiserver, syscall.SIGCONT) }},
 		// Logins that started during the stop may still end now.
 		{at: 60 * time.Second, name: "(logins must work again)", do: func() { phase.set(func(p *chaosPhase) { p.api = false }) }},
+		{at: 62 * time.Second, name: "(goroutines after the API server's stop)", act: settled},
 		{at: 70 * time.Second, name: "bastion killed (SIGKILL) and started again", act: func(ctx context.Context, w *soakWorld) error {
 			phase.set(func(p *chaosPhase) { p.down = true })
 			w.srv.crash()
@@ -200,7 +225,7 @@ func TestChaosKube(t *testing.T) {
 	if !strings.Contains(told, "the cluster for project "+k.project+" is unavailable; try again in a few minutes") {
 		t.Errorf("no login read that the cluster is unavailable while the API server was stopped; users read:\n%s", told)
 	}
-	if len(rep.faults) != 5 {
+	if len(rep.faults) != 8 {
 		t.Errorf("faults injected: %q", rep.faults)
 	}
 }

@@ -384,27 +384,36 @@ func (c *ldapChaos) waitSessions(ctx context.Context, w *soakWorld, d time.Durat
 // two a second, each running a command in a pod, come and go meanwhile).
 const ldapChaosSlack = 40
 
-// checkpoint checks the world between faults: every session still open,
-// one running shell pod per account and no probe pod, and bastion's
-// goroutines back to the baseline (the first call sets it). It returns
-// what it saw, for the report.
-func (c *ldapChaos) checkpoint(ctx context.Context, w *soakWorld, row *ldapChaosRow) (string, error) {
-	var problems []string
-	// Goroutines: the lowest of 5 s of samples, for up to 30 s.
-	low := -1
-	deadline := time.Now().Add(30 * time.Second)
+// settledGoroutines is bastion's goroutine count with the soak's coming
+// and going logins left out: the lowest of 5 s of samples, taken again
+// until it is at most atMost or within has passed (-1 for atMost: once).
+func settledGoroutines(ctx context.Context, w *soakWorld, atMost int, within time.Duration) int {
+	deadline := time.Now().Add(within)
 	for {
-		low = -1
+		low := -1
 		for range 20 {
 			if g, err := w.goroutines(ctx); err == nil && (low < 0 || g < low) {
 				low = g
 			}
 			time.Sleep(250 * time.Millisecond)
 		}
-		if row == nil || low <= c.baseline+ldapChaosSlack || time.Now().After(deadline) {
-			break
+		if atMost < 0 || low <= atMost || time.Now().After(deadline) {
+			return low
 		}
 	}
+}
+
+// checkpoint checks the world between faults: every session still open,
+// one running shell pod per account and no probe pod, and bastion's
+// goroutines back to the baseline (the first call sets it). It returns
+// what it saw, for the report.
+func (c *ldapChaos) checkpoint(ctx context.Context, w *soakWorld, row *ldapChaosRow) (string, error) {
+	var problems []string
+	atMost := c.baseline + ldapChaosSlack
+	if row == nil {
+		atMost = -1 // the baseline
+	}
+	low := settledGoroutines(ctx, w, atMost, 30*time.Second)
 	if row == nil {
 		c.baseline = low
 	} else if low > c.baseline+ldapChaosSlack {

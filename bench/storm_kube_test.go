@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -153,11 +154,37 @@ func TestLoginStormKube(t *testing.T) {
 		}
 	}()
 
-	// The floor.
+	// The floor. Its storm carries the same exec load as bastion's: the
+	// warm account's pod, made raw, gets two raw execs of the login shell
+	// per round, where bastion's storm gets one through bastion and one raw.
+	warm := k.opt.accounts[n]
+	if err := floorLogin(t.Context(), rc, fc, objs[n]); err != nil {
+		t.Fatalf("the floor's warm pod: %v", err)
+	}
+	warmPod, err := client.CoreV1().Pods(objs[n].Pod.Namespace).Get(t.Context(), objs[n].Pod.Name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitQuiet(t)
 	req, tooMany, err := apiserverRequests(t.Context(), client)
 	if err != nil {
 		t.Fatal(err)
 	}
+	fctx, stopFloorWarm := context.WithCancel(t.Context())
+	var fr1, fr2 []time.Duration
+	var ferrs []error
+	var warmWG sync.WaitGroup
+	// The warm pod's raw prompt (warmPod is bastion's pod in its storm).
+	raw := func(ctx context.Context) (time.Duration, error) {
+		return rawPrompt(ctx, rc, fc, warmPod, users[n].Shell)
+	}
+	warmWG.Go(func() {
+		first := func(ctx context.Context) (time.Duration, time.Duration, error) {
+			d, err := raw(ctx)
+			return d, d, err
+		}
+		fr1, _, fr2, ferrs = warmRounds(fctx, 0, first, raw)
+	})
 	start := time.Now()
 	var mu sync.Mutex
 	var floor []time.Duration
@@ -177,6 +204,8 @@ func TestLoginStormKube(t *testing.T) {
 	}
 	wg.Wait()
 	floorWall := time.Since(start)
+	stopFloorWarm()
+	warmWG.Wait()
 	req2, tooMany2, err := apiserverRequests(t.Context(), client)
 	if err != nil {
 		t.Fatal(err)
@@ -186,6 +215,8 @@ func TestLoginStormKube(t *testing.T) {
 	}
 	t.Logf("floor (raw client-go, kube.qps %g, burst %d): %d namespaces, ServiceAccounts, RoleBindings and pods Ready, echo run in each, in %s (%s); API server: %.0f requests (%.0f/s), %.0f answered 429",
 		cfg.Kube.QPS, cfg.Kube.Burst, n, floorWall.Round(10*time.Millisecond), stormTimes(floor), req2-req, (req2-req)/floorWall.Seconds(), tooMany2-tooMany)
+	t.Logf("warm pod during the floor's storm: raw client-go exec of %s -l, first of each round %s; second %s; %d failed",
+		users[n].Shell, stormSummary(fr1, time.Millisecond), stormSummary(fr2, time.Millisecond), len(ferrs))
 	// Cold again: the floor's namespaces go, and the run waits until they
 	// are gone (bastion makes the same ones).
 	cstart := time.Now()
@@ -204,44 +235,17 @@ func TestLoginStormKube(t *testing.T) {
 	defer w.close(k.opt.keep)
 
 	// The warm account's pod, and its prompt on a quiet cluster.
-	warm := k.opt.accounts[n]
 	if err := loginCommand(w.srv.addr(), w.clientConfig(warm), "echo ok"); err != nil {
 		t.Fatalf("warm-up login %s: %v", warm, err)
 	}
-	warmPod, err := client.CoreV1().Pods(objs[n].Pod.Namespace).Get(t.Context(), objs[n].Pod.Name, metav1.GetOptions{})
-	if err != nil {
+	if warmPod, err = client.CoreV1().Pods(objs[n].Pod.Namespace).Get(t.Context(), objs[n].Pod.Name, metav1.GetOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	prompts := func(ctx context.Context, max int) (viaBastion, session, raw []time.Duration, errs []error) {
-		for i := 0; max == 0 || i < max; i++ {
-			if ctx.Err() != nil {
-				break
-			}
-			// A prompt cut short by the end of the storm is no sample.
-			login, sess, err := sshPrompt(ctx, w.srv.addr(), w.clientConfig(warm))
-			switch {
-			case ctx.Err() != nil:
-				return
-			case err != nil:
-				errs = append(errs, fmt.Errorf("bastion: %w", err))
-			default:
-				viaBastion, session = append(viaBastion, login), append(session, sess)
-			}
-			d, err := rawPrompt(ctx, rc, fc, warmPod, users[n].Shell)
-			switch {
-			case ctx.Err() != nil:
-				return
-			case err != nil:
-				errs = append(errs, fmt.Errorf("raw exec: %w", err))
-			default:
-				raw = append(raw, d)
-			}
-			select {
-			case <-ctx.Done():
-			case <-time.After(200 * time.Millisecond):
-			}
-		}
-		return
+	viaBastion := func(ctx context.Context) (time.Duration, time.Duration, error) {
+		return sshPrompt(ctx, w.srv.addr(), w.clientConfig(warm))
+	}
+	prompts := func(ctx context.Context, max int) ([]time.Duration, []time.Duration, []time.Duration, []error) {
+		return warmRounds(ctx, max, viaBastion, raw)
 	}
 	qb, qs, qr, qerrs := prompts(t.Context(), 10)
 	if len(qerrs) > 0 {
@@ -254,6 +258,7 @@ func TestLoginStormKube(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	waitQuiet(t)
 	before, _ := w.metrics(t.Context())
 	gate := make(chan struct{})
 	var logins []time.Duration
@@ -275,7 +280,6 @@ func TestLoginStormKube(t *testing.T) {
 	wctx, stopWarm := context.WithCancel(t.Context())
 	var sb, ss, sr []time.Duration
 	var serrs []error
-	var warmWG sync.WaitGroup
 	warmWG.Go(func() { sb, ss, sr, serrs = prompts(wctx, 0) })
 	start = time.Now()
 	close(gate)
@@ -306,6 +310,94 @@ func TestLoginStormKube(t *testing.T) {
 	if len(serrs) > 0 {
 		t.Errorf("%d warm prompts failed, first: %v", len(serrs), serrs[0])
 	}
+}
+
+// warmRounds logs in to the warm pod again and again, max times (0: until
+// ctx ends): each round a first prompt (through bastion: from the dial and
+// from the shell request), then the raw exec's, then 200 ms.
+func warmRounds(ctx context.Context, max int, first func(context.Context) (time.Duration, time.Duration, error),
+	raw func(context.Context) (time.Duration, error)) (login, shell, rawd []time.Duration, errs []error) {
+	for i := 0; max == 0 || i < max; i++ {
+		if ctx.Err() != nil {
+			break
+		}
+		// A prompt cut short by the end of the storm is no sample.
+		l, s, err := first(ctx)
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil:
+			errs = append(errs, fmt.Errorf("first: %w", err))
+		default:
+			login, shell = append(login, l), append(shell, s)
+		}
+		d, err := raw(ctx)
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil:
+			errs = append(errs, fmt.Errorf("raw exec: %w", err))
+		default:
+			rawd = append(rawd, d)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	return
+}
+
+// waitQuiet waits, before a storm, until this machine (the node, the
+// control plane, and the test itself) is quiet: its CPUs at least 85 %
+// idle over 5 s, so that the node's work on the last storm's pods
+// (stopping and removing containers, unmounting) does not slow the next.
+// It gives up after 5 minutes, and logs what it found.
+func waitQuiet(t *testing.T) {
+	t.Helper()
+	const window, want, limit = 5 * time.Second, 0.85, 5 * time.Minute
+	start := time.Now()
+	idle0, total0 := cpuTimes(t)
+	for {
+		select {
+		case <-t.Context().Done():
+			return
+		case <-time.After(window):
+		}
+		idle1, total1 := cpuTimes(t)
+		frac := float64(idle1-idle0) / float64(max(1, total1-total0))
+		idle0, total0 = idle1, total1
+		if frac >= want || time.Since(start) > limit {
+			t.Logf("before the storm: CPUs %.0f %% idle over %s, after waiting %s", 100*frac, window, time.Since(start).Round(time.Second))
+			return
+		}
+	}
+}
+
+// cpuTimes reads the machine's idle (idle and iowait) and total CPU time
+// from /proc/stat, in clock ticks.
+func cpuTimes(t *testing.T) (idle, total uint64) {
+	t.Helper()
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 6 || f[0] != "cpu" {
+		t.Fatalf("/proc/stat starts %q", line)
+	}
+	for i, v := range f[1:] {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			t.Fatalf("/proc/stat: %q", line)
+		}
+		total += n
+		if i == 3 || i == 4 {
+			idle += n
+		}
+	}
+	return idle, total
 }
 
 // loginCommand logs in and runs command.
