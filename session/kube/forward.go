@@ -287,7 +287,7 @@ func (b *Backend) openForward(c *pods.Client, pod *corev1.Pod, port uint16) (*fo
 	if err != nil {
 		return nil, err
 	}
-	fc := &forwardConn{conn: conn, data: data, errDone: make(chan struct{}),
+	fc := &forwardConn{conn: conn, data: data, errDone: make(chan struct{}), wg: &b.wg,
 		addr: podAddr(fmt.Sprintf("%s/%s:%d", pod.Namespace, pod.Name, port))}
 	b.wg.Add(1)
 	go func() {
@@ -311,6 +311,7 @@ type forwardConn struct {
 	errDone   chan struct{}
 	remoteErr error // set before errDone is closed
 	addr      podAddr
+	wg        *sync.WaitGroup // the backend's: owns Close's teardown
 	closeOnce sync.Once
 }
 
@@ -327,14 +328,35 @@ func (c *forwardConn) Write(p []byte) (int, error) { return c.data.Write(p) }
 // CloseWrite half-closes: the pod's side reads EOF.
 func (c *forwardConn) CloseWrite() error { return c.data.Close() }
 
+// Close ends the connection as closing a TCP socket does: what was
+// written still reaches the pod. It half-closes the data stream at once
+// and tears the port-forward connection down once the pod's side has
+// ended too (its error stream ends) or after closeLinger. Resetting at
+// once dropped the last bytes written on their way through the API
+// server and the kubelet: an ssh -R reply written just before its
+// connection was closed never reached the process in the pod.
 func (c *forwardConn) Close() error {
-	var err error
 	c.closeOnce.Do(func() {
-		_ = c.data.Reset()
-		err = c.conn.Close()
+		_ = c.data.Close()
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			t := time.NewTimer(closeLinger)
+			defer t.Stop()
+			select {
+			case <-c.errDone:
+			case <-t.C:
+			}
+			_ = c.data.Reset()
+			_ = c.conn.Close()
+		}()
 	})
-	return err
+	return nil
 }
+
+// closeLinger bounds how long a closed forwarded connection waits for the
+// pod's side to take the last bytes and end.
+const closeLinger = 5 * time.Second
 
 func (c *forwardConn) LocalAddr() net.Addr  { return c.addr }
 func (c *forwardConn) RemoteAddr() net.Addr { return c.addr }

@@ -309,6 +309,10 @@ func listener(t *testing.T, h Harness) session.Listener {
 	return l
 }
 
+// listenReply is how much testListenTCP's listener writes before it
+// closes the connection.
+const listenReply = 256 << 10
+
 // testListenTCP listens on the account's loopback with an allocated
 // port, and a process of the account connects to it with bash's
 // /dev/tcp: what ssh -R 0:... relies on.
@@ -339,17 +343,19 @@ func testListenTCP(t *testing.T, h Harness) {
 			err = fmt.Errorf("read %q, want ping", line)
 		}
 		if err == nil {
-			_, err = io.WriteString(c, "pong\n")
+			// A reply, then close at once: as on a TCP socket, every byte
+			// written before the close reaches the process.
+			_, err = io.WriteString(c, "pong\n"+strings.Repeat("x", listenReply))
 		}
 		accepted <- err
 	}()
-	cmd := fmt.Sprintf(`exec bash -c 'exec 3<>/dev/tcp/127.0.0.1/%s && echo ping >&3 && head -n1 <&3'`, port)
+	cmd := fmt.Sprintf(`exec bash -c 'exec 3<>/dev/tcp/127.0.0.1/%s && echo ping >&3 && wc -c <&3'`, port)
 	r := run(t, h, request(h, cmd, ""))
 	if err := <-accepted; err != nil {
 		t.Fatalf("accept: %v (process: %+v %q %q)", err, r.st, r.stdout, r.stderr)
 	}
-	if r.err != nil || r.st.Code != 0 || r.stdout != "pong\n" {
-		t.Fatalf("process: status %+v err %v stdout %q stderr %q", r.st, r.err, r.stdout, r.stderr)
+	if want := fmt.Sprintf("%d\n", 5+listenReply); r.err != nil || r.st.Code != 0 || r.stdout != want {
+		t.Fatalf("process: status %+v err %v stdout %q stderr %q; want %q", r.st, r.err, r.stdout, r.stderr, want)
 	}
 	// Closed: the port no longer accepts.
 	l.Close()
