@@ -68,6 +68,10 @@ func (p *chaosPhase) login(err error) bool {
 	switch {
 	case p.any:
 		return true
+	case p.victim != "" && strings.Contains(msg, "was deleted; log in again"):
+		// A login of the victim's, its command running in the pod as
+		// it was deleted (only the victim's pod was).
+		return true
 	case p.api:
 		// The one line a person reads while the cluster does not answer.
 		return strings.Contains(msg, "is unavailable")
@@ -158,7 +162,7 @@ func TestChaosKube(t *testing.T) {
 	if testing.Short() || !*kubeChaos {
 		t.Skip("stops the test cluster's API server, which would break the tests of other packages running at the same time: run it alone with go test -run TestChaosKube ./bench -args -kube.chaos")
 	}
-	k := startKubeSoak(t, 10, "-sessions", "20", "-duration", "100s", "-interval", "10s", "-login-rate", "2", "-ramp", "5")
+	k := startKubeSoak(t, 10, "-sessions", "20", "-duration", "115s", "-interval", "10s", "-login-rate", "2", "-ramp", "5")
 	k.chaos = true
 	k.opt.command = "go test -run TestChaosKube ./bench"
 	apiserver := clusterPID(t, "kube-apiserver")
@@ -184,12 +188,12 @@ func TestChaosKube(t *testing.T) {
 		return nil
 	}
 	k.opt.faults = []soakFault{
-		{at: 7 * time.Second, name: "(goroutines before the faults)", act: func(ctx context.Context, w *soakWorld) error {
+		{at: 20 * time.Second, name: "(goroutines before the faults)", act: func(ctx context.Context, w *soakWorld) error {
 			baseline.Store(int64(settledGoroutines(ctx, w, -1, 0)))
 			t.Logf("bastion: %d goroutines with every session open", baseline.Load())
 			return nil
 		}},
-		{at: 15 * time.Second, name: "the pod of " + victim + " deleted", act: func(ctx context.Context, _ *soakWorld) error {
+		{at: 27 * time.Second, name: "the pod of " + victim + " deleted", act: func(ctx context.Context, _ *soakWorld) error {
 			phase.set(func(p *chaosPhase) { p.victim = victim })
 			list, err := k.client.CoreV1().Pods("").List(ctx, metav1.ListOptions{LabelSelector: k.shellSelector()})
 			if err != nil {
@@ -202,16 +206,16 @@ func TestChaosKube(t *testing.T) {
 			}
 			return fmt.Errorf("no pod of %s", victim)
 		}},
-		{at: 27 * time.Second, name: "(goroutines after the pod's deletion)", act: settled},
-		{at: 35 * time.Second, name: "kube-apiserver stopped (SIGSTOP)", do: func() {
+		{at: 40 * time.Second, name: "(goroutines after the pod's deletion)", act: settled},
+		{at: 47 * time.Second, name: "kube-apiserver stopped (SIGSTOP)", do: func() {
 			phase.set(func(p *chaosPhase) { p.api = true })
 			_ = syscall.Kill(apiserver, syscall.SIGSTOP)
 		}},
-		{at: 47 * time.Second, name: "kube-apiserver continued (SIGCONT)", do: func() { _ = syscall.Kill(apiserver, syscall.SIGCONT) }},
+		{at: 59 * time.Second, name: "kube-apiserver continued (SIGCONT)", do: func() { _ = syscall.Kill(apiserver, syscall.SIGCONT) }},
 		// Logins that started during the stop may still end now.
-		{at: 60 * time.Second, name: "(logins must work again)", do: func() { phase.set(func(p *chaosPhase) { p.api = false }) }},
-		{at: 62 * time.Second, name: "(goroutines after the API server's stop)", act: settled},
-		{at: 70 * time.Second, name: "bastion killed (SIGKILL) and started again", act: func(ctx context.Context, w *soakWorld) error {
+		{at: 72 * time.Second, name: "(logins must work again)", do: func() { phase.set(func(p *chaosPhase) { p.api = false }) }},
+		{at: 74 * time.Second, name: "(goroutines after the API server's stop)", act: settled},
+		{at: 82 * time.Second, name: "bastion killed (SIGKILL) and started again", act: func(ctx context.Context, w *soakWorld) error {
 			phase.set(func(p *chaosPhase) { p.down = true })
 			w.srv.crash()
 			return w.srv.start(ctx)
