@@ -5,6 +5,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/bastion-ssh/bastion/internal/podhelper"
 	"github.com/bastion-ssh/bastion/session"
@@ -28,12 +29,16 @@ import (
 // session's process can forge its own trailer only as far as its own
 // exit status, which it decides anyway.
 //
-// Write is called by one goroutine at a time (client-go's stdout copy);
-// end is called after the exec returned.
+// Write is called by client-go's stdout copy, end after the exec
+// returned; an exec cancelled by its context returns while that copy may
+// still write, so the two are serialized, and what is written after end
+// goes straight through.
 type exitTrailer struct {
 	w      io.Writer
 	prefix []byte
+	mu     sync.Mutex
 	held   []byte
+	ended  bool
 }
 
 func newExitTrailer(w io.Writer, token string) *exitTrailer {
@@ -45,6 +50,11 @@ func newExitTrailer(w io.Writer, token string) *exitTrailer {
 const trailerStatusMax = 16
 
 func (t *exitTrailer) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.ended {
+		return t.w.Write(p)
+	}
 	data := p
 	if len(t.held) > 0 {
 		data = append(t.held, p...)
@@ -104,6 +114,9 @@ func (t *exitTrailer) couldBe(b []byte) bool {
 // end is called when the stream ended: the status the trailer gave, or
 // ok false (the bytes held back, not a whole trailer, go out as output).
 func (t *exitTrailer) end() (st session.ExitStatus, ok bool, err error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.ended = true
 	held := t.held
 	t.held = nil
 	if n := len(t.prefix); len(held) > n+len(podhelper.TrailerEnd) && bytes.HasPrefix(held, t.prefix) &&

@@ -86,6 +86,22 @@ func TestExitTrailerHoldsBackOnlyAPossibleStart(t *testing.T) {
 	}
 }
 
+// What the exec's stdout copy writes after end (an exec cancelled by its
+// context returns before that copy is over) goes straight out.
+func TestExitTrailerAfterEnd(t *testing.T) {
+	t.Parallel()
+	var out bytes.Buffer
+	et := newExitTrailer(&out, "tok")
+	_, _ = et.Write([]byte("a\x1b_bastion"))
+	if _, ok, _ := et.end(); ok {
+		t.Fatal("a trailer's start read as a trailer")
+	}
+	_, _ = et.Write([]byte("\x1b_bastion-exit tok exit 0\x1b\\"))
+	if want := "a\x1b_bastion\x1b_bastion-exit tok exit 0\x1b\\"; out.String() != want {
+		t.Errorf("output %q, want %q", out.String(), want)
+	}
+}
+
 func TestParseStatus(t *testing.T) {
 	t.Parallel()
 	for in, want := range map[string]*session.ExitStatus{
