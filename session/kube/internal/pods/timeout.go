@@ -3,9 +3,11 @@ package pods
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -19,14 +21,19 @@ import (
 // API server were down. The wait in the queue is bounded by the login's own
 // context instead (the client gone, the server draining).
 //
-// A request that times out while the API server answered other requests
-// in the meantime met a slow API server, not a gone one (200 pods being
-// made at once on a small control plane): it is sent again, for up to
-// kube.start_timeout in all, and AlreadyExists from a creation that did
-// go through the first time is what the callers expect anyway. An API
-// server that answers nothing (stopped, unreachable) still fails the
-// request after the API timeout, so the user reads at once that the
-// cluster is unavailable.
+// A request that gets no answer within the API timeout while the API
+// server answered other requests in that time met a slow API server, not
+// a gone one (200 pods being made at once on a small control plane): it
+// is waited for longer, an API timeout at a time, for up to
+// kube.start_timeout in all, as long as the API server keeps answering
+// others. It is not sent again: a resent creation queues once more behind
+// the storm while the API server still works on the one given up on (a
+// 200-account storm on 2026-12-01 resent 26 creations in its first two
+// minutes, and the API server answered 429 to 25 requests that run, where
+// raw client-go, which waits, met none). An API server
+// that answers nothing (stopped, unreachable) still fails the request
+// after the API timeout, so the user reads at once that the cluster is
+// unavailable.
 //
 // Watches are not bounded here (they last on purpose, and client-go does
 // not rate-limit them); neither are streams.
@@ -49,50 +56,77 @@ func (l *lastAnswer) mark(now time.Time) { l.nanos.Store(now.UnixNano()) }
 // since reports whether the API server answered at t or after.
 func (l *lastAnswer) since(t time.Time) bool { return l.nanos.Load() >= t.UnixNano() }
 
+// errNoAnswer ends a request the API server did not answer in time.
+var errNoAnswer = errors.New("no answer within kube.api_timeout")
+
 func (t *requestTimeout) RoundTrip(req *http.Request) (*http.Response, error) {
 	if t.timeout <= 0 || streaming(req) || watching(req) {
 		return t.next.RoundTrip(req)
 	}
-	first := time.Now()
-	for attempt := 1; ; attempt++ {
-		sent := time.Now()
-		ctx, cancel := context.WithTimeout(req.Context(), t.timeout)
-		r := req.WithContext(ctx)
-		if attempt > 1 {
-			body, err := req.GetBody()
-			if err != nil {
-				cancel()
-				return nil, err
+	ctx, cancel := context.WithCancelCause(req.Context())
+	sent := time.Now()
+	w := &watchdog{}
+	w.mu.Lock()
+	w.timer = time.AfterFunc(t.timeout, func() {
+		now := time.Now()
+		if t.answered.since(now.Add(-t.timeout)) && now.Sub(sent)+t.timeout <= t.slowFor {
+			if w.extend(t.timeout) == 1 {
+				t.log.Info("the API server is slow: a request got no answer within kube.api_timeout while others did; waiting longer (up to kube.start_timeout)",
+					"project", t.project, "method", req.Method, "path", req.URL.Path, "timeout", t.timeout)
 			}
-			r.Body = body
+			return
 		}
-		resp, err := t.next.RoundTrip(r)
-		if err == nil {
-			// The deadline covers reading the answer too; it ends with
-			// the body.
-			resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: cancel}
-			return resp, nil
-		}
-		cancel()
-		slow := req.Context().Err() == nil && errors.Is(ctx.Err(), context.DeadlineExceeded) &&
-			t.answered.since(sent) && replayable(req)
-		if !slow || time.Since(first)+t.timeout > t.slowFor {
-			return nil, err
-		}
-		t.log.Info("the API server is slow: a request got no answer within kube.api_timeout while others did; sending it again",
-			"project", t.project, "method", req.Method, "path", req.URL.Path, "attempt", attempt, "timeout", t.timeout)
+		cancel(errNoAnswer)
+	})
+	w.mu.Unlock()
+	stop := func() {
+		w.stop()
+		cancel(nil)
 	}
+	resp, err := t.next.RoundTrip(req.WithContext(ctx))
+	if err != nil {
+		stop()
+		if errors.Is(context.Cause(ctx), errNoAnswer) {
+			return nil, fmt.Errorf("%w (%s): %w", errNoAnswer, t.timeout, context.DeadlineExceeded)
+		}
+		return nil, err
+	}
+	// The bound covers reading the answer too; it ends with the body.
+	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: stop}
+	return resp, nil
+}
+
+// watchdog is the timer of one request of requestTimeout.
+type watchdog struct {
+	mu       sync.Mutex
+	timer    *time.Timer
+	extended int
+	stopped  bool
+}
+
+// extend arms the timer again for d, unless stopped meanwhile; it returns
+// how many times it was extended.
+func (w *watchdog) extend(d time.Duration) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.stopped {
+		w.timer.Reset(d)
+		w.extended++
+	}
+	return w.extended
+}
+
+func (w *watchdog) stop() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.stopped = true
+	w.timer.Stop()
 }
 
 // watching says whether req is a watch (?watch=true or =1).
 func watching(req *http.Request) bool {
 	w := req.URL.Query().Get("watch")
 	return w == "true" || w == "1"
-}
-
-// replayable says whether req's body can be sent again.
-func replayable(req *http.Request) bool {
-	return req.Body == nil || req.Body == http.NoBody || req.GetBody != nil
 }
 
 type cancelOnClose struct {
