@@ -95,7 +95,10 @@ func stormSummary(d []time.Duration, unit time.Duration) string {
 // each pod is Ready and echo ran in it. While bastion's storm runs, one
 // more account with a warm pod logs in again and again (an interactive
 // shell, to its prompt), against a raw client-go exec of its login shell
-// in the same pod at the same moments.
+// in the same pod at the same moments; while the floor's runs, the same
+// account's pod (made raw) gets the same two execs per round, both raw,
+// so that both storms carry the same extra load. Each storm starts on a
+// quiet machine (waitQuiet).
 //
 //	go test -run TestLoginStormKube -timeout 45m ./bench -args -kube.storm 200
 func TestLoginStormKube(t *testing.T) {
