@@ -120,7 +120,13 @@ func Run(args []string, stderr io.Writer) int {
 		// The exec API reports a stream cut before the status (a
 		// container runtime restart) as success too: this record is how
 		// bastion tells a real exit 0 apart when the trailer was lost.
-		writeStatus(token, Exited0+"\n")
+		// With a trailer asked for, a lost one means the stream was cut
+		// after the exit, with the end of the output: the record says so.
+		if trailer {
+			writeStatus(token, Exited0Trailer+"\n")
+		} else {
+			writeStatus(token, Exited0+"\n")
+		}
 	}
 	return ended(ws.ExitStatus(), "exit "+strconv.Itoa(ws.ExitStatus()))
 }
@@ -151,6 +157,11 @@ func Trailer(token, status string) string { return TrailerPrefix(token) + status
 const (
 	// Exited0: the session's process exited with status 0.
 	Exited0 = "exit 0"
+	// Exited0Trailer: the session's process exited with status 0, and
+	// run then wrote the trailer: bastion, which asks only when no
+	// trailer reached it, knows that the stream was cut after the exit
+	// and that the end of the output may be lost with it.
+	Exited0Trailer = "exit 0 after a trailer"
 	// NoRecord: run left nothing, so its process did not exit 0 nor die
 	// of a signal (yet): it is still running, never started, or was cut
 	// off with run itself.

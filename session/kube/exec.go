@@ -237,7 +237,10 @@ func (b *Backend) execIn(ctx context.Context, c *pods.Client, pod *corev1.Pod, i
 	}
 
 	var trailer *exitTrailer
-	if helper && so.Stdout != nil {
+	if helper {
+		if so.Stdout == nil {
+			so.Stdout = io.Discard // the trailer comes on stdout
+		}
 		trailer = newExitTrailer(so.Stdout, token)
 		so.Stdout = trailer
 	}
@@ -314,17 +317,20 @@ var errPodGone = errors.New("the pod went away")
 var errStreamCut = errors.New("the exec stream ended without the process's exit status")
 
 // endedWith asks the helper how the session's process ended, after its
-// exec reported success and the output held no trailer (exitTrailer). The exec API cannot be trusted with that: the
-// API server writes Success to a WebSocket client whenever its own stream
-// to the kubelet ended without a status (a cut stream: the container
-// runtime restarting takes its streaming server down), and client-go's
-// SPDY executor returns nil for an error stream that ended empty. `bastion-helper run`
-// records an exit 0 (and a killing signal); no record means the process
-// is still running, never ran, or went with the helper, and the stream
-// was cut. ok is false then, or when the helper cannot be asked for a
-// while (the runtime is still down). A helper too old to record exits
-// (a pod made before bastion was upgraded) prints nothing: exit 0, as
-// before.
+// exec reported success and the output held no trailer (exitTrailer).
+// The exec API cannot be trusted with that: the API server writes
+// Success to a WebSocket client whenever its own stream to the kubelet
+// ended without a status (a cut stream: the container runtime restarting
+// takes its streaming server down), and client-go's SPDY executor returns
+// nil for an error stream that ended empty. `bastion-helper run` records
+// an exit 0 (and a killing signal); no record means the process is still
+// running, never ran, or went with the helper, and the stream was cut. A
+// record that the process exited 0 after its trailer was written means
+// the stream was cut after the exit, perhaps before the end of the
+// output. ok is false in both cases, or when the helper cannot be asked
+// for a while (the runtime is still down). A helper too old to record
+// exits (a pod made before bastion was upgraded) prints nothing: exit 0,
+// as before; one too old to write a trailer records a plain exit 0.
 func (b *Backend) endedWith(ctx context.Context, c *pods.Client, pod *corev1.Pod, token string) (session.ExitStatus, bool) {
 	b.log.Debug(noTrailer, "pod", pod.Namespace+"/"+pod.Name)
 	qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), statusTimeout)
@@ -338,6 +344,13 @@ func (b *Backend) endedWith(ctx context.Context, c *pods.Client, pod *corev1.Pod
 			case "":
 				return session.ExitStatus{Code: 0}, true
 			case podhelper.NoRecord:
+				return session.ExitStatus{}, false
+			case podhelper.Exited0Trailer:
+				// It exited 0, and its trailer, written after its
+				// output, did not arrive: the end of the output may
+				// have been lost with it. Never a silent success.
+				b.log.Info("a session's process exited 0, but its exec stream was cut before the end of its output",
+					"pod", pod.Namespace+"/"+pod.Name)
 				return session.ExitStatus{}, false
 			}
 			if st, ok := parseStatus(line); ok {

@@ -83,6 +83,9 @@ func TestExitStatusFromTrailer(t *testing.T) {
 		{"printf 'no newline'; exit 3", "no newline", session.ExitStatus{Code: 3}},
 		{"echo bye; kill -TERM $$", "bye\n", session.ExitStatus{Signal: "TERM"}},
 		{"kill -SEGV $$", "", session.ExitStatus{Signal: "SEGV"}},
+		// Output after the exit, from the background: delivered, as
+		// under sshd, and the trailer in its middle taken out.
+		{"(sleep 1; echo late) & echo now", "now\nlate\n", session.ExitStatus{}},
 	} {
 		out, errOut, st, err := runCmd(t, b, u, nil, c.cmd, "")
 		if err != nil || st != c.want || out != c.out {

@@ -12,20 +12,22 @@ import (
 )
 
 // exitTrailer passes a session's output on, except the helper's trailer
-// (podhelper.Trailer) at its very end, which says how the session's
-// process ended. The exec API reports a stream cut before its status as
-// success; without the trailer, bastion asks `bastion-helper status` in
-// another exec (endedWith), which costs the user the time of an exec at
-// every exit and, on a node starting many pods, as much node work as a
-// login's own exec.
+// (podhelper.Trailer), which says how the session's process ended. The
+// exec API reports a stream cut before its status as success; without
+// the trailer, bastion asks `bastion-helper status` in another exec
+// (endedWith), which costs the user the time of an exec at every exit
+// and, on a node starting many pods, as much node work as a login's own
+// exec.
 //
-// While the output's last bytes could be the start of the trailer (they
-// are a prefix of it: ESC _ bastion-exit TOKEN, then the status's few
-// letters) they are held back; the next write either completes the
-// trailer or releases them. Output that merely looks like the start of a
-// trailer is therefore delayed until the next write or the end, never
-// lost or reordered. Only a trailer that ends the stream counts: one the
-// session's own process printed, followed by more output, is output. A
+// The trailer usually ends the stream, but not always: what the session
+// started in the background (`cmd &`) may write after the session's
+// process exited, as it may under sshd, so a trailer is taken out
+// wherever it is, and the last one says how the session ended. Bytes that
+// could be the start of a trailer (ESC _ bastion-exit TOKEN, then the
+// status's few letters) at the end of a write are held back until the
+// next write completes or refutes it, or the stream ends; output is never
+// lost or reordered. The token is the session's own, so output of other
+// sessions (a file with a trailer in it, cat'ed) is left alone. A
 // session's process can forge its own trailer only as far as its own
 // exit status, which it decides anyway.
 //
@@ -38,6 +40,7 @@ type exitTrailer struct {
 	prefix []byte
 	mu     sync.Mutex
 	held   []byte
+	status string // the last trailer's words
 	ended  bool
 }
 
@@ -60,75 +63,91 @@ func (t *exitTrailer) Write(p []byte) (int, error) {
 		data = append(t.held, p...)
 		t.held = nil
 	}
-	i := t.trailerStart(data)
-	if i > 0 {
-		if _, err := t.w.Write(data[:i]); err != nil {
-			return 0, err
+	out := 0 // data[out:] is not written yet
+	for pos := 0; ; {
+		j := bytes.IndexByte(data[pos:], 0x1b)
+		if j < 0 {
+			break
+		}
+		i := pos + j
+		n, status, partial := t.match(data[i:])
+		switch {
+		case partial:
+			if err := t.write(data[out:i]); err != nil {
+				return 0, err
+			}
+			t.held = bytes.Clone(data[i:])
+			return len(p), nil
+		case n > 0:
+			if err := t.write(data[out:i]); err != nil {
+				return 0, err
+			}
+			t.status = status
+			out, pos = i+n, i+n
+		default:
+			pos = i + 1
 		}
 	}
-	if i < len(data) {
-		t.held = bytes.Clone(data[i:])
+	if err := t.write(data[out:]); err != nil {
+		return 0, err
 	}
 	return len(p), nil
 }
 
-// trailerStart is where, in data, a trailer may start: the first ESC
-// whose rest could still be, or is, a whole trailer; len(data) if none.
-func (t *exitTrailer) trailerStart(data []byte) int {
-	from := max(0, len(data)-(len(t.prefix)+trailerStatusMax+len(podhelper.TrailerEnd)))
-	for i := from; i < len(data); i++ {
-		j := bytes.IndexByte(data[i:], 0x1b)
-		if j < 0 {
-			break
-		}
-		i += j
-		if t.couldBe(data[i:]) {
-			return i
-		}
+func (t *exitTrailer) write(b []byte) error {
+	if len(b) == 0 {
+		return nil
 	}
-	return len(data)
+	_, err := t.w.Write(b)
+	return err
 }
 
-// couldBe reports whether b is a trailer or the start of one.
-func (t *exitTrailer) couldBe(b []byte) bool {
+// match looks at b, which starts with ESC: a whole trailer with status
+// words parseStatus reads (its length n and the words), the start of one
+// that b ends in the middle of (partial), or neither.
+func (t *exitTrailer) match(b []byte) (n int, status string, partial bool) {
 	if len(b) <= len(t.prefix) {
-		return bytes.HasPrefix(t.prefix, b)
+		return 0, "", bytes.HasPrefix(t.prefix, b)
 	}
 	if !bytes.HasPrefix(b, t.prefix) {
-		return false
+		return 0, "", false
 	}
 	rest := b[len(t.prefix):]
 	end := []byte(podhelper.TrailerEnd)
 	for i, c := range rest {
 		if c == end[0] {
 			tail := rest[i:]
-			return len(tail) <= len(end) && bytes.HasPrefix(end, tail)
+			switch {
+			case bytes.HasPrefix(tail, end):
+				if _, ok := parseStatus(string(rest[:i])); !ok {
+					return 0, "", false
+				}
+				return len(t.prefix) + i + len(end), string(rest[:i]), false
+			case len(tail) < len(end) && bytes.HasPrefix(end, tail):
+				return 0, "", true
+			}
+			return 0, "", false
 		}
 		if i >= trailerStatusMax || !(c == ' ' || c >= '0' && c <= '9' || c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z') {
-			return false
+			return 0, "", false
 		}
 	}
-	return true
+	return 0, "", true
 }
 
-// end is called when the stream ended: the status the trailer gave, or
-// ok false (the bytes held back, not a whole trailer, go out as output).
+// end is called when the stream ended: the status the last trailer gave,
+// or ok false (none came; bytes held back go out as output).
 func (t *exitTrailer) end() (st session.ExitStatus, ok bool, err error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.ended = true
-	held := t.held
+	err = t.write(t.held)
 	t.held = nil
-	if n := len(t.prefix); len(held) > n+len(podhelper.TrailerEnd) && bytes.HasPrefix(held, t.prefix) &&
-		bytes.HasSuffix(held, []byte(podhelper.TrailerEnd)) {
-		if st, ok := parseStatus(string(held[n : len(held)-len(podhelper.TrailerEnd)])); ok {
-			return st, true, nil
-		}
+	if t.status == "" {
+		return session.ExitStatus{}, false, err
 	}
-	if len(held) > 0 {
-		_, err = t.w.Write(held)
-	}
-	return session.ExitStatus{}, false, err
+	st, ok = parseStatus(t.status)
+	return st, ok, err
 }
 
 // parseStatus reads how the helper says a process ended: "exit N" (a
