@@ -70,7 +70,7 @@ func startKubeSoak(t *testing.T, accounts int, args ...string) *kubeSoak {
 	_, _ = rand.Read(b[:])
 	k := &kubeSoak{client: client, project: "soak" + hex.EncodeToString(b[:])}
 	sys := kubetest.Namespace(t, client)
-	id := kubeenv.Bastion(t, admin, client, sys, kubeenv.WithNamespaces())
+	id := kubeenv.Bastion(t, admin, client, sys, kubeenv.WithNamespaces(), kubeenv.WithFlowSchema())
 	k.kubeconfig = id.Kubeconfig
 	kubeenv.Cleanup(t, client, k.project)
 

@@ -17,6 +17,7 @@ import (
 
 	authv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
+	flowcontrolv1 "k8s.io/api/flowcontrol/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -48,6 +49,7 @@ type Option func(*options)
 type options struct {
 	proxy      bool
 	namespaces bool
+	flowSchema bool
 }
 
 // WithProxy puts a Proxy between the kubeconfig and the API server.
@@ -55,6 +57,10 @@ func WithProxy() Option { return func(o *options) { o.proxy = true } }
 
 // WithNamespaces also binds deploy/rbac/namespaces.yaml.
 func WithNamespaces() Option { return func(o *options) { o.namespaces = true } }
+
+// WithFlowSchema also makes deploy/rbac/flowschema.yaml's FlowSchema for
+// the ServiceAccount (named per test, deleted at the end).
+func WithFlowSchema() Option { return func(o *options) { o.flowSchema = true } }
 
 // Bastion makes a ServiceAccount in namespace ns bound to fresh copies of
 // the ClusterRoles in deploy/rbac (named per test, deleted at the end),
@@ -101,6 +107,25 @@ func Bastion(t testing.TB, admin *rest.Config, client kubernetes.Interface, ns s
 				_ = client.RbacV1().ClusterRoles().Delete(ctx, name, metav1.DeleteOptions{})
 			})
 		}
+	}
+	if o.flowSchema {
+		fs := flowSchema(t)
+		fs.Name += suffix
+		for i := range fs.Spec.Rules {
+			for j := range fs.Spec.Rules[i].Subjects {
+				if sa := fs.Spec.Rules[i].Subjects[j].ServiceAccount; sa != nil && sa.Name == "bastion" {
+					sa.Namespace = ns
+				}
+			}
+		}
+		if _, err := client.FlowcontrolV1().FlowSchemas().Create(ctx, fs, metav1.CreateOptions{}); err != nil {
+			t.Fatalf("create FlowSchema %s: %v", fs.Name, err)
+		}
+		t.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.WithoutCancel(t.Context()), 30*time.Second)
+			defer cancel()
+			_ = client.FlowcontrolV1().FlowSchemas().Delete(ctx, fs.Name, metav1.DeleteOptions{})
+		})
 	}
 	id := &Identity{admin: admin, client: client, ns: ns}
 	server := admin.Host
@@ -152,6 +177,24 @@ func (id *Identity) WriteKubeconfig(t testing.TB, server string) {
 
 // Server is the admin's API server URL.
 func (id *Identity) Server() string { return id.admin.Host }
+
+// flowSchema is deploy/rbac/flowschema.yaml's FlowSchema.
+func flowSchema(t testing.TB) *flowcontrolv1.FlowSchema {
+	t.Helper()
+	root, err := repoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(filepath.Join(root, "deploy", "rbac", "flowschema.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fs flowcontrolv1.FlowSchema
+	if err := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096).Decode(&fs); err != nil || fs.Kind != "FlowSchema" {
+		t.Fatalf("deploy/rbac/flowschema.yaml: no FlowSchema (%v)", err)
+	}
+	return &fs
+}
 
 func clusterRoles(t testing.TB, file string) []*rbacv1.ClusterRole {
 	t.Helper()
