@@ -340,24 +340,15 @@ func (b *Backend) endedWith(ctx context.Context, c *pods.Client, pod *corev1.Pod
 		out, err := runCommand(qctx, c, pod, helperPath, "status", token)
 		if err == nil {
 			line := strings.TrimSpace(out)
-			switch line {
-			case "":
-				return session.ExitStatus{Code: 0}, true
-			case podhelper.NoRecord:
-				return session.ExitStatus{}, false
-			case podhelper.Exited0Trailer:
-				// It exited 0, and its trailer, written after its
-				// output, did not arrive: the end of the output may
-				// have been lost with it. Never a silent success.
+			st, a := statusAnswer(line)
+			switch a {
+			case cutAfterExit:
 				b.log.Info("a session's process exited 0, but its exec stream was cut before the end of its output",
 					"pod", pod.Namespace+"/"+pod.Name)
-				return session.ExitStatus{}, false
+			case unexpected:
+				b.log.Warn("unexpected answer from bastion-helper status", "pod", pod.Namespace+"/"+pod.Name, "output", line)
 			}
-			if st, ok := parseStatus(line); ok {
-				return st, true // exit 0, or killed and the stream cut before its 128+N
-			}
-			b.log.Warn("unexpected answer from bastion-helper status", "pod", pod.Namespace+"/"+pod.Name, "output", line)
-			return session.ExitStatus{}, false
+			return st, a == ended
 		}
 		b.log.Debug("asking how a session ended", "pod", pod.Namespace+"/"+pod.Name, "err", err)
 		select {
@@ -367,6 +358,35 @@ func (b *Backend) endedWith(ctx context.Context, c *pods.Client, pod *corev1.Pod
 		}
 		backoff = min(2*backoff, time.Second)
 	}
+}
+
+// What an answer of bastion-helper status says, when no trailer came.
+type answer int
+
+const (
+	ended        answer = iota // the process ended so: the stream was cut after its status, or the helper records nothing
+	notEnded                   // no record: the stream was cut before the process ended
+	cutAfterExit               // it exited 0 and then wrote its trailer, which never came: the end of the output may be lost
+	unexpected                 // an answer no helper gives
+)
+
+// statusAnswer reads bastion-helper status's line. An exit 0 whose
+// trailer never came is not a success: the trailer follows the output on
+// the same stream, so the output's end may have been cut with it (what
+// one `echo ok` login in a containerd restart read as a silent exit 0).
+func statusAnswer(line string) (session.ExitStatus, answer) {
+	switch line {
+	case "": // a helper that cannot record (or too old to)
+		return session.ExitStatus{Code: 0}, ended
+	case podhelper.NoRecord:
+		return session.ExitStatus{}, notEnded
+	case podhelper.Exited0Trailer:
+		return session.ExitStatus{}, cutAfterExit
+	}
+	if st, ok := parseStatus(line); ok {
+		return st, ended // exit 0 (a helper without trailers), or killed and the stream cut before its 128+N
+	}
+	return session.ExitStatus{}, unexpected
 }
 
 // noTrailer is endedWith's debug log: an exec stream ended without the

@@ -121,3 +121,28 @@ func TestParseStatus(t *testing.T) {
 		}
 	}
 }
+
+// What bastion makes of each answer of bastion-helper status (asked when
+// no trailer came): an exit 0 recorded after a trailer was written is a
+// cut stream, never a success.
+func TestStatusAnswer(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		line string
+		st   session.ExitStatus
+		a    answer
+	}{
+		{"", session.ExitStatus{}, ended},
+		{podhelper.Exited0, session.ExitStatus{}, ended},
+		{podhelper.Exited0Trailer, session.ExitStatus{}, cutAfterExit},
+		{podhelper.NoRecord, session.ExitStatus{}, notEnded},
+		{"TERM 0", session.ExitStatus{Signal: "TERM"}, ended},
+		{"SEGV 1", session.ExitStatus{Signal: "SEGV", CoreDumped: true}, ended},
+		{"what", session.ExitStatus{}, unexpected},
+	} {
+		st, a := statusAnswer(c.line)
+		if st != c.st || a != c.a {
+			t.Errorf("statusAnswer(%q) = %+v, %d; want %+v, %d", c.line, st, a, c.st, c.a)
+		}
+	}
+}
