@@ -69,7 +69,11 @@ type soakOptions struct {
 	loginCommand string
 	observe      func(ctx context.Context, metrics map[string]float64) string
 	finalCheck   func(ctx context.Context, metrics func(context.Context) (map[string]float64, error)) (notes, problems []string)
-	block        string // the -out block's name (default "soak")
+	// allRunning, when set, is called once, with bastion's metrics, at
+	// the moment every session first has its command running (the pty's
+	// cat started, the exec's first output, the forward open).
+	allRunning func(metrics map[string]float64)
+	block      string // the -out block's name (default "soak")
 
 	// Faults that end sessions or refuse logins on purpose (chaos): a
 	// session of an account for which expectCut says yes when it fails

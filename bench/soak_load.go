@@ -52,6 +52,7 @@ type soakRun struct {
 	logf    func(string, ...any)
 
 	open     atomic.Int64 // sessions open now
+	running  atomic.Int64 // sessions whose command has run, ever (soakOptions.allRunning)
 	loginOK  atomic.Int64
 	loginBad atomic.Int64
 	loginRef atomic.Int64 // logins refused as a fault expects (soakOptions.expectedLogin)
@@ -375,6 +376,11 @@ func (r *soakRun) session(ctx context.Context, i int, kind string) {
 		defer c.Close()
 		rw = c
 		finish = func() error { return c.Close() }
+	}
+
+	if r.running.Add(1) == int64(r.opt.sessions) && r.opt.allRunning != nil {
+		m, _ := r.w.metrics(ctx)
+		r.opt.allRunning(m)
 	}
 
 	// Paced: on average opt.rate bytes per second each way.
