@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/bastion-ssh/bastion/internal/podhelper"
 	"github.com/bastion-ssh/bastion/session"
@@ -25,27 +26,52 @@ import (
 // wherever it is, and the last one says how the session ended. Bytes that
 // could be the start of a trailer (ESC _ bastion-exit TOKEN, then the
 // status's few letters) at the end of a write are held back until the
-// next write completes or refutes it, or the stream ends; output is never
-// lost or reordered. The token is the session's own, so output of other
-// sessions (a file with a trailer in it, cat'ed) is left alone. A
-// session's process can forge its own trailer only as far as its own
-// exit status, which it decides anyway.
+// next write completes or refutes it, the stream ends, or a short while
+// passes (holdShort; holdLong once the session's whole token has come):
+// output is never lost or reordered, and never held for long, since a
+// program that talks with the client through the session (rsync, a
+// protocol of the user's) waits for its last bytes to arrive before it
+// says more, and binary output ends in an ESC once in 256 writes. The
+// helper writes a trailer in one write, so its parts arrive together; a
+// trailer whose start went out after the wait (a stream split and
+// delayed inside it) still gives the status, and the rest of it goes out
+// too, so that a terminal sees a whole APC sequence (which it ignores).
+// The token is the session's own, so output of other sessions (a file
+// with a trailer in it, cat'ed) is left alone. A session's process can
+// forge its own trailer only as far as its own exit status, which it
+// decides anyway.
 //
 // Write is called by client-go's stdout copy, end after the exec
 // returned; an exec cancelled by its context returns while that copy may
-// still write, so the two are serialized, and what is written after end
-// goes straight through.
+// still write, so the two (and the hold's timer) are serialized, and
+// what is written after end goes straight through.
 type exitTrailer struct {
 	w      io.Writer
 	prefix []byte
-	mu     sync.Mutex
-	held   []byte
-	status string // the last trailer's words
-	ended  bool
+	// How long a possible start of a trailer is held back: shorter than
+	// the session's prefix, and the whole prefix (the token: only the
+	// helper writes it).
+	holdShort, holdLong time.Duration
+
+	mu sync.Mutex
+	// pending is a possible start of a trailer (it begins with ESC) held
+	// back from the last write; its first sent bytes already went out,
+	// when the hold ran out (timer).
+	pending []byte
+	sent    int
+	timer   *time.Timer
+	status  string // the last trailer's words
+	ended   bool
 }
 
+// How long exitTrailer holds back a possible start of a trailer.
+const (
+	trailerHoldShort = 20 * time.Millisecond
+	trailerHoldLong  = time.Second
+)
+
 func newExitTrailer(w io.Writer, token string) *exitTrailer {
-	return &exitTrailer{w: w, prefix: []byte(podhelper.TrailerPrefix(token))}
+	return &exitTrailer{w: w, prefix: []byte(podhelper.TrailerPrefix(token)), holdShort: trailerHoldShort, holdLong: trailerHoldLong}
 }
 
 // trailerStatusMax bounds the status words between the prefix and the end
@@ -58,12 +84,15 @@ func (t *exitTrailer) Write(p []byte) (int, error) {
 	if t.ended {
 		return t.w.Write(p)
 	}
-	data := p
-	if len(t.held) > 0 {
-		data = append(t.held, p...)
-		t.held = nil
+	if t.timer != nil {
+		t.timer.Stop()
+		t.timer = nil
 	}
-	out := 0 // data[out:] is not written yet
+	data, out := p, 0 // data[out:] is not written yet
+	if len(t.pending) > 0 {
+		data, out = append(t.pending, p...), t.sent
+		t.pending, t.sent = nil, 0
+	}
 	for pos := 0; ; {
 		j := bytes.IndexByte(data[pos:], 0x1b)
 		if j < 0 {
@@ -73,16 +102,21 @@ func (t *exitTrailer) Write(p []byte) (int, error) {
 		n, status, partial := t.match(data[i:])
 		switch {
 		case partial:
-			if err := t.write(data[out:i]); err != nil {
+			if err := t.write(data[out:max(i, out)]); err != nil {
 				return 0, err
 			}
-			t.held = bytes.Clone(data[i:])
+			t.pending, t.sent = bytes.Clone(data[i:]), max(out-i, 0)
+			t.hold()
 			return len(p), nil
 		case n > 0:
-			if err := t.write(data[out:i]); err != nil {
+			t.status = status
+			upTo := i // the trailer is taken out...
+			if i < out {
+				upTo = i + n // ...unless its start went out already: then the rest goes out too
+			}
+			if err := t.write(data[out:upTo]); err != nil {
 				return 0, err
 			}
-			t.status = status
 			out, pos = i+n, i+n
 		default:
 			pos = i + 1
@@ -92,6 +126,31 @@ func (t *exitTrailer) Write(p []byte) (int, error) {
 		return 0, err
 	}
 	return len(p), nil
+}
+
+// hold starts the timer that writes the pending bytes not sent yet, if
+// no write comes first. t.mu is held.
+func (t *exitTrailer) hold() {
+	if t.sent == len(t.pending) {
+		return
+	}
+	d := t.holdShort
+	if len(t.pending) >= len(t.prefix) {
+		d = t.holdLong
+	}
+	var timer *time.Timer
+	timer = time.AfterFunc(d, func() {
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		if t.timer != timer || t.ended {
+			return // a write or the end came first
+		}
+		t.timer = nil
+		if err := t.write(t.pending[t.sent:]); err == nil {
+			t.sent = len(t.pending)
+		}
+	})
+	t.timer = timer
 }
 
 func (t *exitTrailer) write(b []byte) error {
@@ -141,8 +200,12 @@ func (t *exitTrailer) end() (st session.ExitStatus, ok bool, err error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.ended = true
-	err = t.write(t.held)
-	t.held = nil
+	if t.timer != nil {
+		t.timer.Stop()
+		t.timer = nil
+	}
+	err = t.write(t.pending[t.sent:])
+	t.pending, t.sent = nil, 0
 	if t.status == "" {
 		return session.ExitStatus{}, false, err
 	}

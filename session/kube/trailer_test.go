@@ -3,7 +3,9 @@ package kube
 import (
 	"bytes"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/bastion-ssh/bastion/internal/podhelper"
 	"github.com/bastion-ssh/bastion/session"
@@ -47,7 +49,7 @@ func TestExitTrailer(t *testing.T) {
 		splits = append(splits, bytewise)
 		for _, writes := range splits {
 			var out bytes.Buffer
-			et := newExitTrailer(&out, token)
+			et := holdingForever(newExitTrailer(&out, token))
 			for _, w := range writes {
 				if n, err := et.Write([]byte(w)); n != len(w) || err != nil {
 					t.Fatalf("%s: Write(%q) = %d, %v", c.name, w, n, err)
@@ -67,12 +69,21 @@ func TestExitTrailer(t *testing.T) {
 	}
 }
 
+// holdingForever makes et hold a possible start of a trailer until the
+// next write or the end, whatever the time: the tests above see what the
+// writes alone do.
+func holdingForever(et *exitTrailer) *exitTrailer {
+	et.holdShort, et.holdLong = time.Hour, time.Hour
+	return et
+}
+
 // Output that is no trailer goes out at once, without a copy; what may be
-// the start of one waits only for the next write.
+// the start of one waits only for the next write (or a short while,
+// below).
 func TestExitTrailerHoldsBackOnlyAPossibleStart(t *testing.T) {
 	t.Parallel()
 	var out bytes.Buffer
-	et := newExitTrailer(&out, "tok")
+	et := holdingForever(newExitTrailer(&out, "tok"))
 	for _, c := range []struct{ write, out string }{
 		{"$ ", "$ "},
 		{"a\x1b", "$ a"},
@@ -92,7 +103,7 @@ func TestExitTrailerHoldsBackOnlyAPossibleStart(t *testing.T) {
 func TestExitTrailerAfterEnd(t *testing.T) {
 	t.Parallel()
 	var out bytes.Buffer
-	et := newExitTrailer(&out, "tok")
+	et := holdingForever(newExitTrailer(&out, "tok"))
 	_, _ = et.Write([]byte("a\x1b_bastion"))
 	if _, ok, _ := et.end(); ok {
 		t.Fatal("a trailer's start read as a trailer")
@@ -144,5 +155,89 @@ func TestStatusAnswer(t *testing.T) {
 		if st != c.st || a != c.a {
 			t.Errorf("statusAnswer(%q) = %+v, %d; want %+v, %d", c.line, st, a, c.st, c.a)
 		}
+	}
+}
+
+// lockedBuffer is what the trailer's timer and the test share.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// waitOutput waits until out holds want (the hold's timer wrote it).
+func waitOutput(t *testing.T, out *lockedBuffer, want string) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); out.String() != want; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("output %q, want %q", out.String(), want)
+		}
+	}
+}
+
+// A program that talks with its client through the session waits for
+// its last bytes before it says more: bytes that may start a trailer are
+// held back only a short while, never until the next write (the kube
+// soak's exec cat hung on a chunk that ended in ESC, 1 in 256).
+func TestExitTrailerHoldIsShort(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct{ name, write string }{
+		{"an ESC at the end", "chunk\x1b"},
+		{"the start of a trailer", "chunk\x1b_bastion-ex"},
+		{"the whole prefix", "chunk\x1b_bastion-exit tok "},
+		{"the prefix and a status", "chunk\x1b_bastion-exit tok exit 1\x1b"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			var out lockedBuffer
+			et := newExitTrailer(&out, "tok")
+			et.holdShort, et.holdLong = 5*time.Millisecond, 50*time.Millisecond
+			_, _ = et.Write([]byte(c.write))
+			waitOutput(t, &out, c.write) // nothing more is written
+			if _, ok, err := et.end(); ok || err != nil {
+				t.Errorf("end: %v, %v; want no status", ok, err)
+			}
+			if out.String() != c.write {
+				t.Errorf("output %q after end, want %q", out.String(), c.write)
+			}
+		})
+	}
+}
+
+// A trailer split by the stream, its start written out after the hold,
+// still gives the session's status; the rest of it goes out too, so that
+// a terminal sees the whole (ignored) APC sequence.
+func TestExitTrailerSplitAcrossTheHold(t *testing.T) {
+	t.Parallel()
+	var out lockedBuffer
+	et := newExitTrailer(&out, "tok")
+	et.holdShort, et.holdLong = time.Millisecond, time.Millisecond
+	tr := podhelper.Trailer("tok", "exit 7")
+	for _, cut := range []int{1, 5, len(podhelper.TrailerPrefix("tok")), len(tr) - 1} {
+		out = lockedBuffer{}
+		et.status = ""
+		_, _ = et.Write([]byte("out" + tr[:cut]))
+		waitOutput(t, &out, "out"+tr[:cut])
+		_, _ = et.Write([]byte(tr[cut:] + "more"))
+		if want := "out" + tr + "more"; out.String() != want {
+			t.Errorf("cut at %d: output %q, want %q", cut, out.String(), want)
+		}
+		if et.status != "exit 7" {
+			t.Errorf("cut at %d: status %q, want exit 7", cut, et.status)
+		}
+	}
+	if st, ok, _ := et.end(); !ok || st.Code != 7 {
+		t.Errorf("end: %+v, %v; want exit 7", st, ok)
 	}
 }
