@@ -50,7 +50,7 @@ func needTools(t testing.TB, tools ...string) {
 	}
 	for _, tool := range tools {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s is not installed (apt-get install openssh-client openssh-sftp-server rsync): %v", tool, err)
+			t.Fatalf("%s is not installed (./scripts/test installs what the tests need; by hand: apt-get install openssh-client openssh-server openssh-sftp-server rsync): %v", tool, err)
 		}
 	}
 }
