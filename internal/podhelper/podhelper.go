@@ -169,14 +169,22 @@ const (
 )
 
 // writeStatus leaves line for Status; a failure only costs the signal's
-// name (the backend then reports the number).
+// name (the backend then reports the number). The record is written
+// whole under a name of its own, then renamed into place: Status never
+// reads half of one, and a record left by an earlier run with the same
+// token (tokens are random per session; a test's are not), which Status
+// would forget as too old, is replaced instead of keeping this one out.
+// The rename replaces whatever is at the path (even a symlink) without
+// following it.
 func writeStatus(token, line string) {
-	f, err := os.OpenFile(statusPath(token), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := os.CreateTemp(statusDir, ".bastion-exit-tmp-*")
 	if err != nil {
 		return
 	}
-	_, _ = f.WriteString(line)
-	_ = f.Close()
+	_, werr := f.WriteString(line)
+	if cerr := f.Close(); werr != nil || cerr != nil || os.Rename(f.Name(), statusPath(token)) != nil {
+		_ = os.Remove(f.Name())
+	}
 }
 
 // Status returns how the session's process ended: "TERM 0" (killed by a

@@ -116,6 +116,27 @@ func TestRun(t *testing.T) {
 	}
 }
 
+// A record left by an earlier run with the same token, old enough to be
+// forgotten, is replaced by this run's, not kept in its way (a test's
+// fixed token then read "none" once the earlier record was 10 minutes
+// old: the race and the plain pass of the README's test command).
+func TestRunReplacesAStaleRecord(t *testing.T) {
+	token := fmt.Sprintf("tokstale%d", rand.IntN(1<<30))
+	old := time.Now().Add(-recordTTL - time.Minute)
+	if err := os.WriteFile(statusPath(token), []byte("TERM 0\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_ = os.Chtimes(statusPath(token), old, old)
+	t.Cleanup(func() { _ = os.Remove(statusPath(token)) })
+	cmd, out := helperRun(t, t.TempDir(), "", token, "/bin/sh", "kill -HUP $$", "0")
+	if code := exitCode(cmd.Wait()); code != 129 {
+		t.Fatalf("exit %d, want 129 (output %q)", code, out)
+	}
+	if st, err := Status(token); err != nil || st != "HUP 0" {
+		t.Errorf("status %q (%v), want HUP 0", st, err)
+	}
+}
+
 func alive(pid int) bool {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
@@ -149,7 +170,7 @@ func TestHangup(t *testing.T) {
 		t.Skip("perl is not installed (it blocks SIGHUP for the test)")
 	}
 	dir := t.TempDir()
-	token := "tokhangup1"
+	token := fmt.Sprintf("tokhangup%d", rand.IntN(1<<30)) // records outlive the test run
 	script := `sleep 1000 & echo $! > plain
 nohup sleep 1001 >/dev/null 2>&1 & echo $! > nohup
 setsid sleep 1002 >/dev/null 2>&1 & echo $! > setsid
@@ -212,7 +233,7 @@ wait`
 // the helper, which would only pass it on).
 func TestSignal(t *testing.T) {
 	dir := t.TempDir()
-	token := "toksignal1"
+	token := fmt.Sprintf("toksignal%d", rand.IntN(1<<30))
 	cmd, out := helperRun(t, dir, "", token, "/bin/sh", `trap 'echo got USR1; exit 3' USR1; echo $$ > ready; while :; do sleep 0.05; done`, "0")
 	readPid(t, filepath.Join(dir, "ready"))
 	if err := Signal("/proc", token, "USR1"); err != nil {
