@@ -87,6 +87,12 @@ var (
 	PodsKeptDetached = gaugeVec("pods_kept_detached",
 		"Shell pods past kube.idle_timeout that the last sweep kept because the account's detached processes (tmux, screen, nohup, setsid) run in them, by cluster.", "cluster")
 	KubeAPIErrors = counterVec("kube_api_errors_total", "Kubernetes API errors by cluster.", "cluster")
+	// The request's wait in the client's own rate limiter (kube.qps,
+	// burst) is not in it; an exec's or port-forward's time is that of
+	// its upgrade, a watch's that of its first answer.
+	KubeRequestDuration = histogramVec("kube_request_duration_seconds",
+		"Kubernetes API request latency, from sending a request to the answer's headers (each attempt), by cluster, method and resource (pods, pods/exec, namespaces, ...): the API server's queueing (priority and fairness) and work.",
+		[]float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}, "cluster", "method", "resource")
 )
 
 // Shell images: the inventory, pre-flight and fallback (session/kube).

@@ -134,6 +134,7 @@ func (c *Cluster) load() (*Client, error) {
 	}
 	rc.QPS, rc.Burst = c.qps, c.burst
 	rc.UserAgent = "bastion"
+	rc.Wrap(func(rt http.RoundTripper) http.RoundTripper { return &timedRequests{next: rt, project: c.Cfg.Name} })
 	rc.Wrap(func(rt http.RoundTripper) http.RoundTripper {
 		return &forbiddenRetry{next: rt, down: &c.down, answered: &c.answered, project: c.Cfg.Name, log: c.log}
 	})

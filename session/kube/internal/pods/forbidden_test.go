@@ -110,6 +110,12 @@ func (f *fakeAPI) count() int {
 // fakeCluster is a Cluster whose kubeconfig points at api.
 func fakeCluster(t *testing.T, api http.Handler, log io.Writer) *Cluster {
 	t.Helper()
+	return fakeClusterNamed(t, "tools", api, log)
+}
+
+// fakeClusterNamed is fakeCluster for project name.
+func fakeClusterNamed(t *testing.T, name string, api http.Handler, log io.Writer) *Cluster {
+	t.Helper()
 	srv := httptest.NewServer(api)
 	t.Cleanup(srv.Close)
 	kc := filepath.Join(t.TempDir(), "kubeconfig")
@@ -124,7 +130,7 @@ current-context: x
 		t.Fatal(err)
 	}
 	k := config.Default().Kube
-	return NewCluster(&k, config.KubeCluster{Name: "tools", Kubeconfig: kc}, slog.New(slog.NewTextHandler(log, nil)))
+	return NewCluster(&k, config.KubeCluster{Name: name, Kubeconfig: kc}, slog.New(slog.NewTextHandler(log, nil)))
 }
 
 // Through a real client-go clientset on HTTP: a 403 denial right after
