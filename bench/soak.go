@@ -423,26 +423,12 @@ func (w *soakWorld) goroutines(ctx context.Context) (int, error) {
 // metrics reads bastion's /metrics: the samples without labels, and the
 // sum over the labels of each labelled one under its bare name.
 func (w *soakWorld) metrics(ctx context.Context) (map[string]float64, error) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+w.opsAddr+"/metrics", nil)
-	if err != nil {
-		return nil, err
-	}
-	// A new connection each time: a kept-alive one would be a goroutine
-	// of bastion's that the soak itself holds.
-	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
-	resp, err := client.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
+	body, err := w.metricsText(ctx)
 	if err != nil {
 		return nil, err
 	}
 	m := map[string]float64{}
-	for _, line := range strings.Split(string(body), "\n") {
+	for _, line := range strings.Split(body, "\n") {
 		if strings.HasPrefix(line, "#") {
 			continue
 		}
@@ -462,6 +448,26 @@ func (w *soakWorld) metrics(ctx context.Context) (map[string]float64, error) {
 		}
 	}
 	return m, nil
+}
+
+// metricsText is bastion's /metrics page.
+func (w *soakWorld) metricsText(ctx context.Context) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+w.opsAddr+"/metrics", nil)
+	if err != nil {
+		return "", err
+	}
+	// A new connection each time: a kept-alive one would be a goroutine
+	// of bastion's that the soak itself holds.
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := client.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
+	return string(body), err
 }
 
 // machine describes where the soak ran.

@@ -250,12 +250,14 @@ func TestLoginStormKube(t *testing.T) {
 	prompts := func(ctx context.Context, max int) ([]time.Duration, []time.Duration, []time.Duration, []error) {
 		return warmRounds(ctx, max, viaBastion, raw)
 	}
+	quietPatch := patchSeconds(t.Context(), w)
 	qb, qs, qr, qerrs := prompts(t.Context(), 10)
 	if len(qerrs) > 0 {
 		t.Fatalf("warm prompts on a quiet cluster: %v", errors.Join(qerrs...))
 	}
-	t.Logf("warm login %s, quiet cluster: to the prompt through bastion %s; from the shell request %s; raw client-go exec of %s -l %s",
-		warm, stormSummary(qb, time.Millisecond), stormSummary(qs, time.Millisecond), users[n].Shell, stormSummary(qr, time.Millisecond))
+	t.Logf("warm login %s, quiet cluster: to the prompt through bastion %s; from the shell request %s; raw client-go exec of %s -l %s; bastion's pod PATCHes (the session's count) %s",
+		warm, stormSummary(qb, time.Millisecond), stormSummary(qs, time.Millisecond), users[n].Shell, stormSummary(qr, time.Millisecond),
+		patchSeconds(t.Context(), w).since(quietPatch))
 
 	req, tooMany, err = apiserverRequests(t.Context(), client)
 	if err != nil {
@@ -263,6 +265,7 @@ func TestLoginStormKube(t *testing.T) {
 	}
 	waitQuiet(t)
 	before, _ := w.metrics(t.Context())
+	stormPatch := patchSeconds(t.Context(), w)
 	gate := make(chan struct{})
 	var logins []time.Duration
 	errs = nil
@@ -295,6 +298,7 @@ func TestLoginStormKube(t *testing.T) {
 		t.Fatal(err)
 	}
 	after, _ := w.metrics(t.Context())
+	t.Logf("bastion's pod PATCHes (the session's count: every login's before its exec, and at its end) during the storm: %s", patchSeconds(t.Context(), w).since(stormPatch))
 	starts := after["bastion_pod_start_duration_seconds_count"] - before["bastion_pod_start_duration_seconds_count"]
 	startSum := after["bastion_pod_start_duration_seconds_sum"] - before["bastion_pod_start_duration_seconds_sum"]
 	if starts > 0 {
@@ -601,4 +605,41 @@ func deleteNamespaces(ctx context.Context, client kubernetes.Interface, selector
 		case <-time.After(2 * time.Second):
 		}
 	}
+}
+
+// patchTimes is what bastion_kube_request_duration_seconds says of the
+// pod PATCHes bastion sent (its session counts) up to a moment.
+type patchTimes struct{ n, sum float64 }
+
+// patchSeconds reads bastion's pod PATCH times so far.
+func patchSeconds(ctx context.Context, w *soakWorld) patchTimes {
+	var p patchTimes
+	body, err := w.metricsText(ctx)
+	if err != nil {
+		return p
+	}
+	for _, line := range strings.Split(body, "\n") {
+		series, v, ok := strings.Cut(line, " ")
+		if !ok || !strings.Contains(series, `method="PATCH"`) || !strings.Contains(series, `resource="pods"`) {
+			continue
+		}
+		f, err := strconv.ParseFloat(v, 64)
+		switch {
+		case err != nil:
+		case strings.HasPrefix(series, "bastion_kube_request_duration_seconds_count{"):
+			p.n += f
+		case strings.HasPrefix(series, "bastion_kube_request_duration_seconds_sum{"):
+			p.sum += f
+		}
+	}
+	return p
+}
+
+// since says how many PATCHes were sent after earlier, and their mean.
+func (p patchTimes) since(earlier patchTimes) string {
+	n := p.n - earlier.n
+	if n <= 0 {
+		return "none"
+	}
+	return fmt.Sprintf("%.0f, mean %.0f ms", n, (p.sum-earlier.sum)/n*1000)
 }
