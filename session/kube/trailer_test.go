@@ -3,12 +3,12 @@ package kube
 import (
 	"bytes"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/bastion-ssh/bastion/internal/podhelper"
 	"github.com/bastion-ssh/bastion/session"
+	"github.com/bastion-ssh/bastion/session/sessiontest"
 )
 
 func TestExitTrailer(t *testing.T) {
@@ -158,34 +158,6 @@ func TestStatusAnswer(t *testing.T) {
 	}
 }
 
-// lockedBuffer is what the trailer's timer and the test share.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-// waitOutput waits until out holds want (the hold's timer wrote it).
-func waitOutput(t *testing.T, out *lockedBuffer, want string) {
-	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); out.String() != want; time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("output %q, want %q", out.String(), want)
-		}
-	}
-}
-
 // A program that talks with its client through the session waits for
 // its last bytes before it says more: bytes that may start a trailer are
 // held back only a short while, never until the next write (the kube
@@ -200,11 +172,11 @@ func TestExitTrailerHoldIsShort(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			var out lockedBuffer
+			var out sessiontest.SyncBuffer // the hold's timer writes to it
 			et := newExitTrailer(&out, "tok")
 			et.holdShort, et.holdLong = 5*time.Millisecond, 50*time.Millisecond
 			_, _ = et.Write([]byte(c.write))
-			waitOutput(t, &out, c.write) // nothing more is written
+			waitFor(t, &out, c.write, 10*time.Second) // nothing more is written
 			if _, ok, err := et.end(); ok || err != nil {
 				t.Errorf("end: %v, %v; want no status", ok, err)
 			}
@@ -220,24 +192,19 @@ func TestExitTrailerHoldIsShort(t *testing.T) {
 // a terminal sees the whole (ignored) APC sequence.
 func TestExitTrailerSplitAcrossTheHold(t *testing.T) {
 	t.Parallel()
-	var out lockedBuffer
-	et := newExitTrailer(&out, "tok")
-	et.holdShort, et.holdLong = time.Millisecond, time.Millisecond
 	tr := podhelper.Trailer("tok", "exit 7")
 	for _, cut := range []int{1, 5, len(podhelper.TrailerPrefix("tok")), len(tr) - 1} {
-		out = lockedBuffer{}
-		et.status = ""
+		var out sessiontest.SyncBuffer
+		et := newExitTrailer(&out, "tok")
+		et.holdShort, et.holdLong = time.Millisecond, time.Millisecond
 		_, _ = et.Write([]byte("out" + tr[:cut]))
-		waitOutput(t, &out, "out"+tr[:cut])
+		waitFor(t, &out, "out"+tr[:cut], 10*time.Second)
 		_, _ = et.Write([]byte(tr[cut:] + "more"))
 		if want := "out" + tr + "more"; out.String() != want {
 			t.Errorf("cut at %d: output %q, want %q", cut, out.String(), want)
 		}
-		if et.status != "exit 7" {
-			t.Errorf("cut at %d: status %q, want exit 7", cut, et.status)
+		if st, ok, _ := et.end(); !ok || st.Code != 7 {
+			t.Errorf("cut at %d: end: %+v, %v; want exit 7", cut, st, ok)
 		}
-	}
-	if st, ok, _ := et.end(); !ok || st.Code != 7 {
-		t.Errorf("end: %+v, %v; want exit 7", st, ok)
 	}
 }
