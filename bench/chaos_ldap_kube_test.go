@@ -6,12 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"maps"
-	"net/http"
 	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -444,55 +441,23 @@ func (c *ldapChaos) checkpoint(ctx context.Context, w *soakWorld, row *ldapChaos
 // URL"), the stale answers ("stale") and the logins refused as
 // unavailable ("unavailable").
 func ldapMetrics(ctx context.Context, w *soakWorld) (map[string]float64, error) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+w.opsAddr+"/metrics", nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := (&http.Client{Transport: &http.Transport{DisableKeepAlives: true}}).Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
+	samples, err := w.samples(ctx)
 	m := map[string]float64{}
-	sc := bufio.NewScanner(io.LimitReader(resp.Body, 8<<20))
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		i, j := strings.Index(line, "{"), strings.LastIndex(line, "}")
-		if strings.HasPrefix(line, "#") || i < 0 || j < i {
-			continue
-		}
-		v, err := strconv.ParseFloat(strings.TrimSpace(line[j+1:]), 64)
-		if err != nil {
-			continue
-		}
-		name, labels := line[:i], line[i+1:j]
-		server := labelValue(labels, "server")
+	for _, s := range samples {
+		server := s.label("server")
 		switch {
-		case name == "bastion_ldap_server_up":
-			m["up "+server] = v
-		case name == "bastion_ldap_server_hung":
-			m["hung "+server] = v
-		case name == "bastion_directory_cache_total" && labelValue(labels, "result") == "stale":
-			m["stale"] = v
-		case name == "bastion_auth_attempts_total" && labelValue(labels, "result") == "unavailable":
-			m["unavailable"] += v
+		case s.labels == "":
+		case s.name == "bastion_ldap_server_up":
+			m["up "+server] = s.value
+		case s.name == "bastion_ldap_server_hung":
+			m["hung "+server] = s.value
+		case s.name == "bastion_directory_cache_total" && s.label("result") == "stale":
+			m["stale"] = s.value
+		case s.name == "bastion_auth_attempts_total" && s.label("result") == "unavailable":
+			m["unavailable"] += s.value
 		}
 	}
-	return m, sc.Err()
-}
-
-// labelValue returns label name's value from a {a="x",b="y"} body.
-func labelValue(labels, name string) string {
-	for _, kv := range strings.Split(labels, ",") {
-		k, v, ok := strings.Cut(kv, "=")
-		if ok && k == name {
-			return strings.Trim(v, `"`)
-		}
-	}
-	return ""
+	return m, err
 }
 
 // logLine is one line of bastion's JSON log.

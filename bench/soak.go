@@ -423,51 +423,86 @@ func (w *soakWorld) goroutines(ctx context.Context) (int, error) {
 // metrics reads bastion's /metrics: the samples without labels, and the
 // sum over the labels of each labelled one under its bare name.
 func (w *soakWorld) metrics(ctx context.Context) (map[string]float64, error) {
-	body, err := w.metricsText(ctx)
-	if err != nil {
-		return nil, err
-	}
-	m := map[string]float64{}
-	for _, line := range strings.Split(body, "\n") {
-		if strings.HasPrefix(line, "#") {
-			continue
-		}
-		name, v, ok := strings.Cut(line, " ")
-		if i := strings.Index(line, "{"); i >= 0 {
-			j := strings.LastIndex(line, "}")
-			if j < i {
-				continue
-			}
-			name, v, ok = line[:i], strings.TrimSpace(line[j+1:]), true
-		}
-		if !ok {
-			continue
-		}
-		if f, err := strconv.ParseFloat(strings.TrimSpace(v), 64); err == nil {
-			m[name] += f
-		}
-	}
-	return m, nil
+	s, err := w.samples(ctx)
+	return sums(s), err
 }
 
-// metricsText is bastion's /metrics page.
-func (w *soakWorld) metricsText(ctx context.Context) (string, error) {
+// sums is metrics' map of samples.
+func sums(samples []metricSample) map[string]float64 {
+	m := map[string]float64{}
+	for _, s := range samples {
+		m[s.name] += s.value
+	}
+	return m
+}
+
+// metricSample is one sample of bastion's /metrics page.
+type metricSample struct {
+	name   string
+	labels string // between the braces: k="v",k="v"; "" for none
+	value  float64
+}
+
+// label is the value of the sample's label name, "" if it has none.
+func (s metricSample) label(name string) string {
+	for _, kv := range strings.Split(s.labels, ",") {
+		k, v, ok := strings.Cut(kv, "=")
+		if ok && k == name {
+			return strings.Trim(v, `"`)
+		}
+	}
+	return ""
+}
+
+// samples reads bastion's /metrics page.
+func (w *soakWorld) samples(ctx context.Context) ([]metricSample, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+w.opsAddr+"/metrics", nil)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	// A new connection each time: a kept-alive one would be a goroutine
 	// of bastion's that the soak itself holds.
 	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 	resp, err := client.Do(req)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
-	return string(body), err
+	if err != nil {
+		return nil, err
+	}
+	return parseSamples(string(body)), nil
+}
+
+// parseSamples reads a /metrics page in Prometheus's text format.
+func parseSamples(page string) []metricSample {
+	var samples []metricSample
+	for _, line := range strings.Split(page, "\n") {
+		if strings.HasPrefix(line, "#") {
+			continue
+		}
+		s := metricSample{}
+		name, v, ok := strings.Cut(line, " ")
+		if i := strings.Index(line, "{"); i >= 0 {
+			j := strings.LastIndex(line, "}")
+			if j < i {
+				continue
+			}
+			name, s.labels, v, ok = line[:i], line[i+1:j], line[j+1:], true
+		}
+		if !ok {
+			continue
+		}
+		var err error
+		if s.value, err = strconv.ParseFloat(strings.TrimSpace(v), 64); err == nil {
+			s.name = name
+			samples = append(samples, s)
+		}
+	}
+	return samples
 }
 
 // machine describes where the soak ran.

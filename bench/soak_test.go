@@ -183,3 +183,37 @@ ldap:
   cache_ttl: 2s
 `, strings.Join(urls, ", "), slapd.BindDN, servers[0].PasswordFile, slapd.Base)
 }
+
+func TestParseSamples(t *testing.T) {
+	page := `# HELP bastion_sessions_active Sessions open.
+# TYPE bastion_sessions_active gauge
+bastion_sessions_active 3
+bastion_kube_request_duration_seconds_count{cluster="tools",method="PATCH",resource="pods"} 4
+bastion_kube_request_duration_seconds_count{cluster="tools",method="GET",resource="pods"} 6
+bastion_kube_request_duration_seconds_sum{cluster="tools",method="PATCH",resource="pods"} 0.25
+bastion_ldap_server_up{server="ldap://a:389"} 1
+broken{x="1" 2
+notanumber abc
+`
+	samples := parseSamples(page)
+	m := sums(samples)
+	for name, want := range map[string]float64{
+		"bastion_sessions_active":                     3,
+		"bastion_kube_request_duration_seconds_count": 10,
+		"bastion_kube_request_duration_seconds_sum":   0.25,
+		"bastion_ldap_server_up":                      1,
+	} {
+		if m[name] != want {
+			t.Errorf("sums[%s] = %v, want %v", name, m[name], want)
+		}
+	}
+	if len(m) != 4 {
+		t.Errorf("sums has %d names, want 4: %v", len(m), m)
+	}
+	if p := patchSeconds(samples); p != (patchTimes{n: 4, sum: 0.25}) {
+		t.Errorf("patchSeconds = %+v, want 4 PATCHes taking 0.25 s", p)
+	}
+	if got := samples[len(samples)-1].label("server"); got != "ldap://a:389" {
+		t.Errorf(`label("server") = %q, want ldap://a:389`, got)
+	}
+}

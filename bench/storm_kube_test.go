@@ -250,22 +250,23 @@ func TestLoginStormKube(t *testing.T) {
 	prompts := func(ctx context.Context, max int) ([]time.Duration, []time.Duration, []time.Duration, []error) {
 		return warmRounds(ctx, max, viaBastion, raw)
 	}
-	quietPatch := patchSeconds(t.Context(), w)
+	quiet, _ := w.samples(t.Context())
 	qb, qs, qr, qerrs := prompts(t.Context(), 10)
 	if len(qerrs) > 0 {
 		t.Fatalf("warm prompts on a quiet cluster: %v", errors.Join(qerrs...))
 	}
+	quietAfter, _ := w.samples(t.Context())
 	t.Logf("warm login %s, quiet cluster: to the prompt through bastion %s; from the shell request %s; raw client-go exec of %s -l %s; bastion's pod PATCHes (the session's count) %s",
 		warm, stormSummary(qb, time.Millisecond), stormSummary(qs, time.Millisecond), users[n].Shell, stormSummary(qr, time.Millisecond),
-		patchSeconds(t.Context(), w).since(quietPatch))
+		patchSeconds(quietAfter).since(patchSeconds(quiet)))
 
 	req, tooMany, err = apiserverRequests(t.Context(), client)
 	if err != nil {
 		t.Fatal(err)
 	}
 	waitQuiet(t)
-	before, _ := w.metrics(t.Context())
-	stormPatch := patchSeconds(t.Context(), w)
+	beforeSamples, _ := w.samples(t.Context())
+	before := sums(beforeSamples)
 	gate := make(chan struct{})
 	var logins []time.Duration
 	errs = nil
@@ -297,8 +298,9 @@ func TestLoginStormKube(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	after, _ := w.metrics(t.Context())
-	t.Logf("bastion's pod PATCHes (the session's count: every login's before its exec, and at its end) during the storm: %s", patchSeconds(t.Context(), w).since(stormPatch))
+	afterSamples, _ := w.samples(t.Context())
+	after := sums(afterSamples)
+	t.Logf("bastion's pod PATCHes (the session's count: every login's before its exec, and at its end) during the storm: %s", patchSeconds(afterSamples).since(patchSeconds(beforeSamples)))
 	starts := after["bastion_pod_start_duration_seconds_count"] - before["bastion_pod_start_duration_seconds_count"]
 	startSum := after["bastion_pod_start_duration_seconds_sum"] - before["bastion_pod_start_duration_seconds_sum"]
 	if starts > 0 {
@@ -611,25 +613,18 @@ func deleteNamespaces(ctx context.Context, client kubernetes.Interface, selector
 // pod PATCHes bastion sent (its session counts) up to a moment.
 type patchTimes struct{ n, sum float64 }
 
-// patchSeconds reads bastion's pod PATCH times so far.
-func patchSeconds(ctx context.Context, w *soakWorld) patchTimes {
+// patchSeconds is what samples say of bastion's pod PATCH times so far.
+func patchSeconds(samples []metricSample) patchTimes {
 	var p patchTimes
-	body, err := w.metricsText(ctx)
-	if err != nil {
-		return p
-	}
-	for _, line := range strings.Split(body, "\n") {
-		series, v, ok := strings.Cut(line, " ")
-		if !ok || !strings.Contains(series, `method="PATCH"`) || !strings.Contains(series, `resource="pods"`) {
+	for _, s := range samples {
+		if s.label("method") != "PATCH" || s.label("resource") != "pods" {
 			continue
 		}
-		f, err := strconv.ParseFloat(v, 64)
-		switch {
-		case err != nil:
-		case strings.HasPrefix(series, "bastion_kube_request_duration_seconds_count{"):
-			p.n += f
-		case strings.HasPrefix(series, "bastion_kube_request_duration_seconds_sum{"):
-			p.sum += f
+		switch s.name {
+		case "bastion_kube_request_duration_seconds_count":
+			p.n += s.value
+		case "bastion_kube_request_duration_seconds_sum":
+			p.sum += s.value
 		}
 	}
 	return p
