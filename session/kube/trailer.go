@@ -60,7 +60,7 @@ type exitTrailer struct {
 	pending []byte
 	sent    int
 	timer   *time.Timer
-	status  string // the last trailer's words
+	status  *session.ExitStatus // what the last trailer said
 	ended   bool
 }
 
@@ -99,7 +99,7 @@ func (t *exitTrailer) Write(p []byte) (int, error) {
 			break
 		}
 		i := pos + j
-		n, status, partial := t.match(data[i:])
+		n, st, partial := t.match(data[i:])
 		switch {
 		case partial:
 			if err := t.write(data[out:max(i, out)]); err != nil {
@@ -109,7 +109,7 @@ func (t *exitTrailer) Write(p []byte) (int, error) {
 			t.hold()
 			return len(p), nil
 		case n > 0:
-			t.status = status
+			t.status = &st
 			upTo := i // the trailer is taken out...
 			if i < out {
 				upTo = i + n // ...unless its start went out already: then the rest goes out too
@@ -162,14 +162,14 @@ func (t *exitTrailer) write(b []byte) error {
 }
 
 // match looks at b, which starts with ESC: a whole trailer with status
-// words parseStatus reads (its length n and the words), the start of one
+// words parseStatus reads (its length n and the status), the start of one
 // that b ends in the middle of (partial), or neither.
-func (t *exitTrailer) match(b []byte) (n int, status string, partial bool) {
+func (t *exitTrailer) match(b []byte) (n int, st session.ExitStatus, partial bool) {
 	if len(b) <= len(t.prefix) {
-		return 0, "", bytes.HasPrefix(t.prefix, b)
+		return 0, session.ExitStatus{}, bytes.HasPrefix(t.prefix, b)
 	}
 	if !bytes.HasPrefix(b, t.prefix) {
-		return 0, "", false
+		return 0, session.ExitStatus{}, false
 	}
 	rest := b[len(t.prefix):]
 	end := []byte(podhelper.TrailerEnd)
@@ -178,20 +178,21 @@ func (t *exitTrailer) match(b []byte) (n int, status string, partial bool) {
 			tail := rest[i:]
 			switch {
 			case bytes.HasPrefix(tail, end):
-				if _, ok := parseStatus(string(rest[:i])); !ok {
-					return 0, "", false
+				st, ok := parseStatus(string(rest[:i]))
+				if !ok {
+					return 0, session.ExitStatus{}, false
 				}
-				return len(t.prefix) + i + len(end), string(rest[:i]), false
+				return len(t.prefix) + i + len(end), st, false
 			case len(tail) < len(end) && bytes.HasPrefix(end, tail):
-				return 0, "", true
+				return 0, session.ExitStatus{}, true
 			}
-			return 0, "", false
+			return 0, session.ExitStatus{}, false
 		}
 		if i >= trailerStatusMax || !(c == ' ' || c >= '0' && c <= '9' || c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z') {
-			return 0, "", false
+			return 0, session.ExitStatus{}, false
 		}
 	}
-	return 0, "", true
+	return 0, session.ExitStatus{}, true
 }
 
 // end is called when the stream ended: the status the last trailer gave,
@@ -206,11 +207,10 @@ func (t *exitTrailer) end() (st session.ExitStatus, ok bool, err error) {
 	}
 	err = t.write(t.pending[t.sent:])
 	t.pending, t.sent = nil, 0
-	if t.status == "" {
+	if t.status == nil {
 		return session.ExitStatus{}, false, err
 	}
-	st, ok = parseStatus(t.status)
-	return st, ok, err
+	return *t.status, true, err
 }
 
 // parseStatus reads how the helper says a process ended: "exit N" (a
