@@ -181,16 +181,8 @@ func (id *Identity) Server() string { return id.admin.Host }
 // flowSchema is deploy/rbac/flowschema.yaml's FlowSchema.
 func flowSchema(t testing.TB) *flowcontrolv1.FlowSchema {
 	t.Helper()
-	root, err := repoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	data, err := os.ReadFile(filepath.Join(root, "deploy", "rbac", "flowschema.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	var fs flowcontrolv1.FlowSchema
-	if err := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096).Decode(&fs); err != nil || fs.Kind != "FlowSchema" {
+	if err := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(rbacFile(t, "flowschema.yaml")), 4096).Decode(&fs); err != nil || fs.Kind != "FlowSchema" {
 		t.Fatalf("deploy/rbac/flowschema.yaml: no FlowSchema (%v)", err)
 	}
 	return &fs
@@ -198,15 +190,7 @@ func flowSchema(t testing.TB) *flowcontrolv1.FlowSchema {
 
 func clusterRoles(t testing.TB, file string) []*rbacv1.ClusterRole {
 	t.Helper()
-	root, err := repoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	data, err := os.ReadFile(filepath.Join(root, "deploy", "rbac", file))
-	if err != nil {
-		t.Fatal(err)
-	}
-	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
+	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(rbacFile(t, file)), 4096)
 	var roles []*rbacv1.ClusterRole
 	for {
 		var u unstructured.Unstructured
@@ -229,6 +213,20 @@ func clusterRoles(t testing.TB, file string) []*rbacv1.ClusterRole {
 		t.Fatalf("deploy/rbac/%s has no ClusterRole", file)
 	}
 	return roles
+}
+
+// rbacFile is the content of deploy/rbac/name.
+func rbacFile(t testing.TB, name string) []byte {
+	t.Helper()
+	root, err := repoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(filepath.Join(root, "deploy", "rbac", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
 }
 
 func repoRoot() (string, error) {
